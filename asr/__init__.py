@@ -1,0 +1,1 @@
+"""Speech recognition: engine interface, PocketSphinx, Vosk, keyword matching (see the IVR issue)."""

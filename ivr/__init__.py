@@ -1,0 +1,1 @@
+"""Flow-tree IVR: flow model, validator, interpreter, simulator (see the IVR issue)."""

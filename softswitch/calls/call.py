@@ -1,0 +1,470 @@
+"""A call: one inbound leg, the outbound attempts made for it, and the media relay between them.
+
+Attempts come in *groups*: the forks of one group ring in parallel (every contact of a user),
+the groups are tried in order (trunk gateways, failing over). Every outcome funnels into ``_end``,
+which runs once and hands the call to the switch for its CDR — so no path leaves a call half-open.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from ..cdr import disposition_for, q850_for_status
+from ..log import CallLogger
+from ..routing.dialplan import RouteDecision, Source
+from ..sdp import SdpError, SessionDescription, anchor, answer_for
+from ..sip.message import Headers, Response
+from ..sip.transaction import ClientTransaction, RequestReceived
+from ..sip.uri import NameAddr, SipURI
+from .leg import SDP, InboundLeg, Leg, OutboundLeg, Target, sdp_of
+
+if TYPE_CHECKING:
+    from ..app import Switch
+
+log = logging.getLogger("softswitch.calls")
+
+# What the caller hears when every attempt failed with this status (a B2BUA does not pass
+# redirects or our own authentication trouble through).
+_MAP_TO_CALLER = {401: 403, 407: 403, 300: 480, 301: 480, 302: 480, 305: 480, 380: 480}
+
+
+class CallState(Enum):
+    ROUTING = "routing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class Call:
+    def __init__(self, switch: "Switch", ev: RequestReceived, source: Source, decision: RouteDecision) -> None:
+        self.sw = switch
+        self.id = uuid.uuid4().hex
+        self.log = CallLogger(log, self.id)
+        self.source = source
+        self.decision = decision
+        self.media_ip = switch.config.media.ip
+        self.a = InboundLeg(self, ev, self.media_ip)
+        self.groups: list[list[Target]] = []
+        self.forks: list[OutboundLeg] = []   # the group ringing now
+        self.tried: list[OutboundLeg] = []   # every attempt, for the CDR
+        self.b: OutboundLeg | None = None
+        self.relay: Any = None
+        self.echo: Any = None
+        self.state = CallState.ROUTING
+        self.start_ts = switch.wall()
+        self.answer_ts: float | None = None
+        self.end_ts: float | None = None
+        self.status: int | None = None
+        self.q850: int | None = None
+        self.cancelled = False
+        self.hangup_by: str | None = None
+        self.trunk_in = source.name if source.kind == "trunk" else None
+        self.trunk_out: Any = None
+        self._timers: list[Any] = []
+        self._deferred_ack = False
+
+    # ------------------------------------------------------------------ setup
+    async def start(self, groups: list[list[Target]] | None) -> None:
+        """Answer a service, or start ringing the first group of targets."""
+        try:
+            if self.decision.kind == "service":
+                await self._start_echo()
+                return
+            assert groups
+            self.groups = groups
+            self.relay = await self.sw.relay.create_call()
+            if self.state is CallState.ENDED:  # cancelled while the sockets were bound
+                self.relay.close()
+                return
+            self._set_remote(self.a, self.a.offer)
+            self._arm(self.sw.config.calls.ring_timeout_s, self._ring_timeout)
+            self._next_group()
+        except Exception as exc:  # never leave the caller hanging on our bug or on port exhaustion
+            self.log.exception("call setup failed: %s", exc)
+            self.fail(500, "Server Internal Error")
+
+    async def _start_echo(self) -> None:
+        offer = self.a.offer
+        if offer is None:
+            self.fail(488, "Not Acceptable Here")
+            return
+        self.echo = await self.sw.relay.create_echo()
+        if self.state is CallState.ENDED:
+            self.echo.close()
+            return
+        try:
+            answer = answer_for(offer, self.media_ip, self.echo.local_port, origin=self.a.origin.origin)
+        except SdpError:
+            self.fail(488, "Not Acceptable Here")
+            return
+        self._set_remote(self.a, offer, side=self.echo)
+        self.a.answer(self.a.origin.stamp(answer).to_bytes())
+        self._answered()
+
+    def _next_group(self) -> None:
+        while self.groups:
+            group = self.groups.pop(0)
+            trunk = group[0].trunk
+            if trunk is not None and trunk.at_capacity():
+                self.log.warning("trunk %s at its %d-call cap", trunk.name, trunk.config.max_calls)
+                self.status = 503
+                continue
+            if trunk is not None:
+                trunk.active += 1
+                self.trunk_out = trunk
+            self.forks = [OutboundLeg(self, t, self.media_ip) for t in group]
+            for leg in self.forks:
+                self.sw.register_leg(leg.call_id, leg.tag, self, leg)
+                self.tried.append(leg)
+                self.log.info("trying %s (%s)", leg.target.label or leg.target.uri, leg.target.dest)
+                from_, to, max_forwards, extra = self._b_identity(leg.target)
+                leg.start(from_, to, max_forwards, self._offer_for_b(leg), extra)
+            return
+        self.fail(self.status or 480, None)
+
+    def _b_identity(self, target: Target) -> tuple[NameAddr, NameAddr, int, Headers]:
+        """From/To/Max-Forwards/extra headers of a B-leg INVITE, with trunk caller-ID rules."""
+        a_req = self.a.request
+        caller = a_req.from_
+        from_ = NameAddr(caller.display, SipURI(user=_user(caller.uri), host=self.sw.config.sip.domain), {})
+        extra = Headers()
+        trunk = target.trunk
+        if trunk is not None:
+            cfg = trunk.config
+            identity = f"<{SipURI(user=_user(caller.uri), host=self.sw.config.sip.domain)}>"
+            if cfg.caller_id:
+                from_ = NameAddr(None, SipURI(user=cfg.caller_id, host=self.sw.config.sip.domain), {})
+            if cfg.privacy:
+                from_ = NameAddr("Anonymous", SipURI(user="anonymous", host="anonymous.invalid"), {})
+                extra.add("Privacy", "id")
+            if cfg.pai or cfg.privacy:
+                extra.add("P-Asserted-Identity", identity)
+        to = NameAddr(None, target.uri.copy(), {})
+        to.uri.params.clear()
+        mf = a_req.max_forwards
+        return from_, to, (69 if mf is None else mf - 1), extra
+
+    def _offer_for_b(self, leg: OutboundLeg) -> bytes:
+        offer = self.a.offer
+        if offer is None:
+            return b""  # late offer: the callee's 2xx will carry it
+        return leg.origin.stamp(self._anchored(offer, self.relay.b.local_port)).to_bytes()
+
+    def _anchored(self, sdp: SessionDescription, port: int) -> SessionDescription:
+        """Point the first audio stream at our relay; other streams are declined (one relay per call)."""
+        ports, used = [], False
+        for m in sdp.media:
+            take = not used and m.kind == "audio" and m.port != 0
+            used = used or take
+            ports.append(port if take else 0)
+        return anchor(sdp, self.media_ip, ports)
+
+    def _set_remote(self, leg: Leg, sdp: SessionDescription | None, side: Any = None) -> None:
+        if sdp is None:
+            return
+        side = side or (self.relay.a if leg is self.a else self.relay.b)
+        for i, m in enumerate(sdp.media):
+            if m.kind == "audio" and m.port != 0:
+                host, port = sdp.media_address(i)
+                try:
+                    side.set_remote(host, port, m.rtcp_port)
+                except ValueError as exc:  # a host name or the wrong IP family: no media, but no crash
+                    self.log.warning("cannot relay to %s:%s: %s", host, port, exc)
+                return
+
+    # ------------------------------------------------------------------ B-leg events
+    def on_b_response(self, leg: OutboundLeg, response: Response) -> None:
+        code = response.status
+        if code == 100:
+            return
+        if self.state is CallState.ENDED or (self.b is not None and leg is not self.b):
+            if 200 <= code < 300:  # a fork answered too late: take the call and hang it up
+                leg.ack()
+                leg.bye()
+            self._leg_done(leg)
+            return
+        if code < 200:
+            self._b_provisional(leg, code, response)
+        elif code < 300:
+            self._b_answered(leg, response)
+        else:
+            self._b_failed(leg, code, response)
+
+    def _b_provisional(self, leg: OutboundLeg, code: int, response: Response) -> None:
+        self.state = CallState.RINGING
+        sdp = sdp_of(response)
+        body = b""
+        if sdp is not None and self.a.offer is not None:
+            self._set_remote(leg, sdp)
+            body = self.a.origin.stamp(self._anchored(sdp, self.relay.a.local_port)).to_bytes()
+        self.a.provisional(183 if body else 180, None, body)
+
+    def _b_answered(self, leg: OutboundLeg, response: Response) -> None:
+        self.b = leg
+        for other in self.forks:
+            if other is not leg:
+                other.cancel()
+        sdp = sdp_of(response)
+        self._set_remote(leg, sdp)
+        body = b""
+        if sdp is not None:
+            body = self.a.origin.stamp(self._anchored(sdp, self.relay.a.local_port)).to_bytes()
+        if self.a.offer is None:
+            self._deferred_ack = True  # late offer: B's ACK carries the caller's answer
+        else:
+            leg.ack()
+        self.a.answer(body)
+        self._answered()
+
+    def _b_failed(self, leg: OutboundLeg, code: int, response: Response) -> None:
+        self._leg_done(leg)
+        self.status = code
+        self.q850 = _reason_cause(response) or q850_for_status(code)
+        trunk = leg.target.trunk
+        if trunk is not None and leg.target.gateway is not None and (code in (408, 503) or leg.local_response):
+            trunk.mark_dead(leg.target.gateway, self.sw.now(), f"{code} {response.reason}")
+        if any(f.status is None for f in self.forks):
+            return  # other forks are still ringing
+        if trunk is not None and (trunk.fails_over_on(code) or leg.local_response) and self.groups:
+            self.log.info("failing over after %d from %s", code, leg.target.dest)
+            self._next_group()
+            return
+        self.fail(_MAP_TO_CALLER.get(code, code), None if code in _MAP_TO_CALLER else response.reason)
+
+    def _leg_done(self, leg: OutboundLeg) -> None:
+        if leg.status is not None and leg is not self.b:
+            self.sw.unregister_leg(leg.call_id, leg.tag)
+
+    # ------------------------------------------------------------------ caller events
+    def on_cancel(self) -> None:
+        if self.state in (CallState.ANSWERED, CallState.ENDED):
+            return
+        self.cancelled = True
+        self.hangup_by = "caller"
+        for leg in self.forks:
+            leg.cancel()
+        self.a.reject(487, "Request Terminated", cause=16)
+        self._end(487)
+
+    def on_request(self, leg: Leg, ev: RequestReceived) -> None:
+        """An in-dialog request on one of our legs."""
+        req, txn = ev.request, ev.txn
+        method = req.method
+        if method == "ACK":
+            if leg is self.a and self._deferred_ack and self.b is not None:
+                self._deferred_ack = False
+                sdp = sdp_of(req)
+                self._set_remote(self.a, sdp)
+                body = b"" if sdp is None else self.b.origin.stamp(
+                    self._anchored(sdp, self.relay.b.local_port)).to_bytes()
+                self.b.ack(body)
+            return
+        assert txn is not None
+        if leg.dialog is not None and not leg.dialog.check_request(req):
+            self.sw.stack.reply(txn, 500, "CSeq Out of Order")
+            return
+        if method == "BYE":
+            self.sw.stack.reply(txn, 200, "OK")
+            leg.ended = True
+            self.hangup_by = "caller" if leg is self.a else "callee"
+            self.q850 = _reason_cause(req) or 16
+            if leg is self.a:
+                self.hangup(16, "caller")
+            elif self.state is CallState.ANSWERED:
+                self.hangup(16, "callee")
+            else:  # BYE on an early dialog from a fork: that fork is gone
+                leg.status = leg.status or 487
+                if all(f.status is not None for f in self.forks):
+                    self.fail(480, None)
+            return
+        if method == "OPTIONS":
+            self.sw.stack.reply(txn, 200, "OK", headers=Headers([("Allow", _ALLOW)]))
+            return
+        if method in ("INVITE", "UPDATE", "INFO", "MESSAGE", "NOTIFY"):
+            self._forward(leg, ev)
+            return
+        self.sw.stack.reply(txn, 405, "Method Not Allowed", headers=Headers([("Allow", _ALLOW)]))
+
+    def _forward(self, leg: Leg, ev: RequestReceived) -> None:
+        """Pass an in-dialog request (re-INVITE for hold/unhold, UPDATE, INFO …) to the other leg."""
+        req, txn = ev.request, ev.txn
+        assert txn is not None
+        method = req.method
+        if self.echo is not None and method in ("INVITE", "UPDATE"):
+            self._echo_reoffer(txn, req)
+            return
+        if method == "INFO" and self.echo is not None:
+            self.sw.stack.reply(txn, 200, "OK")
+            return
+        other: Leg | None = self.b if leg is self.a else self.a
+        if other is None or other.dialog is None or self.state is not CallState.ANSWERED:
+            self.sw.stack.reply(txn, 491 if method == "INVITE" else 481,
+                                None if method == "INVITE" else "Call Does Not Exist")
+            return
+        if method in ("INVITE", "UPDATE") and (leg.pending is not None or other.pending is not None):
+            self.sw.stack.reply(txn, 491, "Request Pending")
+            return
+        body, ctype = req.body, req.content_type
+        sdp = sdp_of(req) if method in ("INVITE", "UPDATE") else None
+        if sdp is not None:
+            self._set_remote(leg, sdp)
+            leg.remember_sdp(sdp)
+            other_port = self.relay.b.local_port if other is self.b else self.relay.a.local_port
+            body, ctype = other.origin.stamp(self._anchored(sdp, other_port)).to_bytes(), SDP
+        if method in ("INVITE", "UPDATE"):
+            leg.pending = txn
+
+        def relay_back(ctxn: ClientTransaction, response: Response) -> None:
+            code = response.status
+            if code < 200:
+                return
+            leg.pending = None
+            answer_sdp = sdp_of(response)
+            out = b""
+            if answer_sdp is not None and self.relay is not None:
+                self._set_remote(other, answer_sdp)
+                other.remember_sdp(answer_sdp)
+                my_port = self.relay.a.local_port if leg is self.a else self.relay.b.local_port
+                out = leg.origin.stamp(self._anchored(answer_sdp, my_port)).to_bytes()
+            elif response.body and method not in ("INVITE", "UPDATE"):
+                out = response.body
+            if method == "INVITE" and 200 <= code < 300 and isinstance(other, OutboundLeg | InboundLeg):
+                other_ack(other)
+            h = Headers()
+            if leg.dialog is not None and code < 300:
+                h.add("Contact", leg.dialog.contact)
+            if out:
+                h.add("Content-Type", SDP if answer_sdp is not None else (response.content_type or SDP))
+            self.sw.stack.reply(txn, code, response.reason, headers=h, body=out)
+
+        def other_ack(o: Leg) -> None:
+            if o.dialog is not None:
+                ack = o.dialog.create_request("ACK")
+                ack.headers.set("CSeq", f"{o.dialog.local_cseq} ACK")
+                self.sw.stack.send_ack(ack, o.dialog.peer)
+
+        other.send(method, body, ctype, on_response=relay_back)
+
+    def _echo_reoffer(self, txn: Any, req: Any) -> None:
+        sdp = sdp_of(req)
+        if sdp is None:
+            self.sw.stack.reply(txn, 488, "Not Acceptable Here")
+            return
+        try:
+            answer = answer_for(sdp, self.media_ip, self.echo.local_port, origin=self.a.origin.origin)
+        except SdpError:
+            self.sw.stack.reply(txn, 488, "Not Acceptable Here")
+            return
+        self._set_remote(self.a, sdp, side=self.echo)
+        body = self.a.origin.stamp(answer).to_bytes()
+        self.sw.stack.reply(txn, 200, "OK", headers=Headers([("Contact", self.a.dialog.contact),
+                                                             ("Content-Type", SDP)]), body=body)
+
+    # ------------------------------------------------------------------ endings
+    def _answered(self) -> None:
+        self.state = CallState.ANSWERED
+        self.answer_ts = self.sw.wall()
+        self.status = 200
+        self._cancel_timers()
+        self._arm(self.sw.config.calls.max_duration_s, self._max_duration)
+        self.log.info("answered")
+
+    def _ring_timeout(self) -> None:
+        if self.state in (CallState.ROUTING, CallState.RINGING):
+            self.log.info("no answer within %ss", self.sw.config.calls.ring_timeout_s)
+            for leg in self.forks:
+                leg.cancel()
+            self.groups.clear()
+            self.q850 = 19
+            self.a.reject(480, "Temporarily Unavailable", cause=19)
+            self._end(480)
+
+    def _max_duration(self) -> None:
+        self.log.info("max duration %ss reached", self.sw.config.calls.max_duration_s)
+        self.hangup(102, "system")
+
+    def hangup(self, cause: int = 16, by: str = "system") -> None:
+        """End the call from any state: BYE answered legs, CANCEL ringing ones, 4xx/5xx the caller."""
+        if self.state is CallState.ENDED:
+            return
+        self.hangup_by = self.hangup_by or by
+        if self.state is CallState.ANSWERED:
+            self.a.bye(cause)
+            if self.b is not None:
+                self.b.bye(cause)
+            self._end(200)
+            return
+        for leg in self.forks:
+            leg.cancel()
+        if by == "caller":
+            self.cancelled = True
+            self.a.reject(487, "Request Terminated", cause=cause)
+            self._end(487)
+        else:
+            self.a.reject(503, "Service Unavailable", cause=cause)
+            self._end(503)
+
+    def fail(self, status: int, reason: str | None) -> None:
+        if self.state is CallState.ENDED:
+            return
+        self.q850 = self.q850 or q850_for_status(status)
+        self.a.reject(status, reason, cause=self.q850)
+        self._end(status)
+
+    def on_ack_timeout(self) -> None:
+        """The caller never ACKed our 2xx (§13.3.1.4): tear the call down."""
+        self.log.warning("no ACK for our 200 OK")
+        self.hangup(102, "system")
+
+    def _end(self, status: int) -> None:
+        if self.state is CallState.ENDED:
+            return
+        if self.state is not CallState.ANSWERED:
+            self.status = status
+        self.state = CallState.ENDED
+        self.end_ts = self.sw.wall()
+        self._cancel_timers()
+        if self.trunk_out is not None:
+            self.trunk_out.active -= 1
+        self.sw.call_ended(self)
+
+    def disposition(self) -> str:
+        if self.answer_ts is not None:
+            return "ANSWERED"
+        return disposition_for(self.status or 500, self.cancelled)
+
+    def _arm(self, delay: float, fn: Any) -> None:
+        self._timers.append(self.sw.loop.call_later(delay, fn))
+
+    def _cancel_timers(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+
+    def rtp_stats(self) -> dict:
+        if self.relay is not None:
+            return self.relay.stats()
+        if self.echo is not None:
+            return self.echo.stats()
+        return {}
+
+
+_ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+
+
+def _user(uri: Any) -> str | None:
+    return uri.user if isinstance(uri, SipURI) else None
+
+
+def _reason_cause(message: Any) -> int | None:
+    """The Q.850 cause of a Reason header (RFC 3326), if any."""
+    for value in message.headers.get_all("Reason"):
+        if value.strip().upper().startswith("Q.850"):
+            for part in value.split(";")[1:]:
+                name, _, v = part.strip().partition("=")
+                if name.lower() == "cause" and v.strip().isdigit():
+                    return int(v.strip())
+    return None

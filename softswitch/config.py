@@ -1,0 +1,661 @@
+"""Configuration schema (pydantic v2), the embedded default, and TOML loading with errors that name
+file, line and key.
+
+Every model forbids unknown keys so a typo is an error, never a silently ignored setting. ``Config()`` is the
+embedded demo configuration; ``config/default.toml`` is the same thing written out with comments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+import typing
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import field_validator, model_validator
+
+KNOWN_SERVICES: tuple[str, ...] = ("echo",)
+TARGET_KINDS: tuple[str, ...] = ("user", "trunk", "service", "flow", "queue")
+LISTEN_TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
+AUTH_ALGORITHMS: tuple[str, ...] = ("SHA-256", "MD5")
+
+Loc = tuple[str | int, ...]
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\s#]+( [0-9:.+Z-]+)?")  # numbers, booleans, dates (which may contain one space)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``str()`` is a ready-to-print message, one line per problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class ListenAddr(NamedTuple):
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddr:
+    """Parse ``transport:host:port`` (IPv6 hosts in brackets, e.g. ``udp:[::1]:5060``)."""
+    m = re.fullmatch(r"(\w+):(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not 'transport:host:port' (IPv6 as 'udp:[::1]:5060')")
+    transport, host, port = m.group(1).lower(), m.group(2), int(m.group(3))
+    if transport not in LISTEN_TRANSPORTS:
+        raise ValueError(f"{text!r}: transport must be one of {', '.join(LISTEN_TRANSPORTS)}")
+    if host.startswith("["):
+        host = host[1:-1]
+        _check_ip(host, version=6)
+    elif not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        raise ValueError(f"{text!r}: {host!r} is not a valid host")
+    if port > 65535:
+        raise ValueError(f"{text!r}: port must be 0..65535")
+    return ListenAddr(transport, host, port)
+
+
+def parse_target(to: str) -> tuple[str, str | None]:
+    """Split a route target ``kind[:name]``; only ``user`` may omit the name."""
+    kind, _, name = to.partition(":")
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"{to!r}: target must start with one of {', '.join(TARGET_KINDS)}")
+    if not name and kind != "user":
+        raise ValueError(f"{to!r}: {kind} target needs a name ('{kind}:<name>')")
+    return kind, name or None
+
+
+def _check_ip(text: str, version: int | None = None) -> str:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+    if version and ip.version != version:
+        raise ValueError(f"{text!r} is not an IPv{version} address")
+    return text
+
+
+def _check_network(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+    return text
+
+
+def _check_listen(text: str) -> str:
+    parse_listen(text)
+    return text
+
+
+def _duplicates(names: list[str]) -> list[int]:
+    """Indices of entries whose name already appeared earlier."""
+    seen: set[str] = set()
+    dups = []
+    for i, name in enumerate(names):
+        if name in seen:
+            dups.append(i)
+        seen.add(name)
+    return dups
+
+
+class _Problems(ValueError):
+    """Cross-reference problems, each with its own key path, raised from a model validator."""
+
+    def __init__(self, items: list[tuple[Loc, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in items))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SipConfig(_Model):
+    listen: list[Annotated[str, AfterValidator(_check_listen)]] = Field(
+        default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], min_length=1)
+    domain: str = Field("127.0.0.1", min_length=1)
+    realm: str = ""
+    user_agent: str = "softswitch/0.1"
+    max_message_bytes: int = Field(65535, ge=1024)
+    t1_ms: int = Field(500, gt=0)
+    t2_ms: int = Field(4000, gt=0)
+    t4_ms: int = Field(5000, gt=0)
+    nonce_ttl_s: int = Field(300, gt=0)
+    auth_algorithms: list[Literal["SHA-256", "MD5"]] = Field(
+        default_factory=lambda: ["SHA-256", "MD5"], min_length=1)
+
+    @property
+    def listen_addrs(self) -> list[ListenAddr]:
+        return [parse_listen(s) for s in self.listen]
+
+    @property
+    def digest_realm(self) -> str:
+        return self.realm or self.domain
+
+    @model_validator(mode="after")
+    def _check(self) -> SipConfig:
+        problems: list[tuple[Loc, str]] = []
+        if self.t2_ms < self.t1_ms:
+            problems.append((("t2_ms",), f"must be >= t1_ms ({self.t1_ms})"))
+        if len(set(self.auth_algorithms)) != len(self.auth_algorithms):
+            problems.append((("auth_algorithms",), "lists an algorithm twice"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class MediaConfig(_Model):
+    ip: Annotated[str, AfterValidator(_check_ip)] = "127.0.0.1"
+    port_min: Port = 20000
+    port_max: Port = 29999
+
+    @field_validator("port_min")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even (RTP uses the even port, RTCP the next odd one), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> MediaConfig:
+        if self.port_max <= self.port_min:
+            raise _Problems([(("port_max",), f"must be greater than port_min ({self.port_min})")])
+        return self
+
+
+class CallsConfig(_Model):
+    ring_timeout_s: float = Field(60.0, gt=0)
+    max_duration_s: float = Field(14400.0, gt=0)
+    shutdown_grace_s: float = Field(2.0, ge=0)
+
+
+class StoreConfig(_Model):
+    path: str = Field("data/softswitch.db", min_length=1)
+
+
+class RegistrarConfig(_Model):
+    min_expires: int = Field(60, ge=1)
+    max_expires: int = Field(3600, ge=1)
+    default_expires: int = Field(3600, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RegistrarConfig:
+        problems: list[tuple[Loc, str]] = []
+        if self.max_expires < self.min_expires:
+            problems.append((("max_expires",), f"must be >= min_expires ({self.min_expires})"))
+        elif not self.min_expires <= self.default_expires <= self.max_expires:
+            problems.append((("default_expires",), f"must be between min_expires ({self.min_expires}) "
+                                                   f"and max_expires ({self.max_expires})"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class UserConfig(_Model):
+    name: Name
+    password: str = Field(min_length=1)
+    display: str = ""
+    max_contacts: int = Field(5, ge=1)
+    auth_calls: bool = True  # false: INVITEs from this user's registered flow skip the digest challenge
+
+
+class GatewayConfig(_Model):
+    host: str = Field(min_length=1)
+    port: Port = 5060
+    transport: Literal["udp", "tcp"] = "udp"
+
+
+# `register` is the key users expect; on instances the field harmlessly shadows ABCMeta.register.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"Field name \"register\"", UserWarning)
+
+    class TrunkConfig(_Model):
+        name: Name
+        gateways: list[GatewayConfig] = Field(default_factory=list)
+        inbound_ips: list[Annotated[str, AfterValidator(_check_network)]] = Field(default_factory=list)
+        username: str = ""
+        password: str = ""
+        realm: str = ""
+        register: bool = False
+        register_expires: int = Field(600, ge=60)
+        max_calls: int = Field(0, ge=0)
+        caller_id: str = ""
+        pai: bool = False
+        privacy: bool = False
+        failover_on: list[Annotated[int, Field(ge=300, le=699)]] = Field(
+            default_factory=lambda: [408, 500, 502, 503, 504])
+        dead_backoff_s: float = Field(30.0, ge=0)
+
+        @property
+        def inbound_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+            return [ipaddress.ip_network(s, strict=False) for s in self.inbound_ips]
+
+        def matches_source(self, ip: str) -> bool:
+            """True if a request from ``ip`` comes from this trunk."""
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            return any(addr in net for net in self.inbound_networks)
+
+        @model_validator(mode="after")
+        def _check(self) -> TrunkConfig:
+            problems: list[tuple[Loc, str]] = []
+            if self.register and not (self.username and self.password):
+                problems.append((("register",), "register = true needs username and password"))
+            if self.register and not self.gateways:
+                problems.append((("register",), "register = true needs at least one gateway"))
+            if problems:
+                raise _Problems(problems)
+            return self
+
+
+class RouteConfig(_Model):
+    name: Name
+    exact: str | None = Field(None, min_length=1)
+    prefix: str | None = None
+    regex: str | None = None
+    source: str = "any"
+    strip: int = Field(0, ge=0)
+    prepend: str = ""
+    replace: str = ""
+    to: str
+
+    @property
+    def target(self) -> tuple[str, str | None]:
+        """``(kind, name)``, e.g. ``("trunk", "loopback")`` or ``("user", None)``."""
+        return parse_target(self.to)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {v!r}: {e}") from None
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v not in ("any", "users", "trunks") and not re.fullmatch(r"trunk:.+", v):
+            raise ValueError(f"{v!r}: must be any, users, trunks or trunk:<name>")
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        kind, name = parse_target(v)
+        if kind == "service" and name not in KNOWN_SERVICES:
+            raise ValueError(f"unknown service {name!r} (known: {', '.join(KNOWN_SERVICES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RouteConfig:
+        matchers = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(matchers) != 1:
+            found = ", ".join(matchers) or "none"
+            raise ValueError(f"a route needs exactly one of exact, prefix, regex (found: {found})")
+        if self.replace and self.regex is None:
+            raise _Problems([(("replace",), "replace only applies to regex routes")])
+        if self.replace and self.regex is not None:
+            groups = re.compile(self.regex).groups
+            refs = [int(a or b) for a, b in re.findall(r"\\(\d+)|\\g<(\d+)>", self.replace)]
+            if any(r > groups for r in refs):
+                raise _Problems([(("replace",), f"refers to group \\{max(refs)} but regex has {groups} group(s)")])
+        return self
+
+
+def _default_users() -> list[UserConfig]:
+    return [UserConfig(name="1001", password="1001pass", display="Alice"),
+            UserConfig(name="1002", password="1002pass", display="Bob"),
+            UserConfig(name="1003", password="1003pass", display="Carol")]
+
+
+def _default_routes() -> list[RouteConfig]:
+    return [RouteConfig(name="echo", exact="echo", to="service:echo"),
+            RouteConfig(name="extensions", regex=r"^(1\d{3})$", to="user")]
+
+
+class Config(_Model):
+    """The whole configuration. Equality compares settings only, not the file they came from."""
+
+    sip: SipConfig = Field(default_factory=SipConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    calls: CallsConfig = Field(default_factory=CallsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    users: list[UserConfig] = Field(default_factory=_default_users)
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=_default_routes)
+
+    _source_path: Path | None = PrivateAttr(None)
+
+    @property
+    def source_path(self) -> Path | None:
+        """Absolute path of the file this was loaded from (None for the embedded default)."""
+        return self._source_path
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """Relative paths resolve against the config file's directory (the cwd for the embedded default)."""
+        p = Path(path).expanduser()
+        if not p.is_absolute():
+            p = (self._source_path.parent if self._source_path else Path.cwd()) / p
+        return p.resolve()
+
+    def store_path(self) -> Path:
+        return self.resolve_path(self.store.path)
+
+    def user(self, name: str) -> UserConfig | None:
+        return next((u for u in self.users if u.name == name), None)
+
+    def trunk(self, name: str) -> TrunkConfig | None:
+        return next((t for t in self.trunks if t.name == name), None)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.model_dump() == other.model_dump()
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Config:
+        problems: list[tuple[Loc, str]] = []
+        for section in ("users", "trunks", "routes"):
+            items = getattr(self, section)
+            for i in _duplicates([x.name for x in items]):
+                problems.append(((section, i, "name"), f"duplicate name {items[i].name!r}"))
+        trunks = {t.name: t for t in self.trunks}
+        users = {u.name for u in self.users}
+        for i, route in enumerate(self.routes):
+            kind, name = route.target
+            if kind == "trunk" and name not in trunks:
+                problems.append((("routes", i, "to"), f"unknown trunk {name!r} ({_known(trunks)})"))
+            elif kind == "trunk" and not trunks[name].gateways:
+                problems.append((("routes", i, "to"), f"trunk {name!r} has no gateways to send calls to"))
+            elif kind == "user" and name is not None and name not in users:
+                problems.append((("routes", i, "to"), f"unknown user {name!r} ({_known(users)})"))
+            if route.source.startswith("trunk:") and route.source[6:] not in trunks:
+                problems.append((("routes", i, "source"), f"unknown trunk {route.source[6:]!r} ({_known(trunks)})"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+def _known(names: typing.Iterable[str]) -> str:
+    names = sorted(names)
+    return f"defined: {', '.join(names)}" if names else "none defined"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a TOML config file; ``None`` gives the embedded default. Raises ``ConfigError``."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{path}: cannot read config file: {reason}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str | Path | None = None) -> Config:
+    """Validate TOML ``text``; ``path`` names it in errors and anchors relative paths."""
+    name = str(path) if path is not None else "<string>"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"^(.*?)\s*\(at line (\d+), column (\d+)\)$", str(e))
+        where = f"{name}:{m.group(2)}:{m.group(3)}" if m else name
+        raise ConfigError(f"{where}: TOML syntax error: {m.group(1) if m else e}") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        lines = _KeyLines(text)
+        located = sorted(((lines.find(loc), loc, msg) for loc, msg in _problems(e)),
+                         key=lambda x: x[0] or 1 << 30)
+        problems = [f"{name}{f':{line}' if line else ''}: {format_loc(loc) or '(top level)'}: {msg}"
+                    for line, loc, msg in located]
+        raise ConfigError("\n".join(problems), problems) from None
+    if path is not None:
+        config._source_path = Path(path).resolve()
+    return config
+
+
+def format_loc(loc: Loc) -> str:
+    """``("trunks", 0, "gateways", 1, "port")`` -> ``trunks[0].gateways[1].port``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(e: ValidationError) -> list[tuple[Loc, str]]:
+    """Flatten pydantic errors to (key path, human message), expanding cross-check lists."""
+    out: list[tuple[Loc, str]] = []
+    for err in e.errors():
+        loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _Problems):
+            out.extend((loc + sub, m) for sub, m in cause.items)
+            continue
+        if kind == "extra_forbidden":
+            msg = _unknown_key_message(loc)
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        else:
+            if kind.endswith("_parsing"):
+                msg = msg.split(",")[0]
+            value = err.get("input")
+            if not isinstance(value, (dict, list)):
+                msg = f"{msg}, got {value!r}"
+        out.append((loc, msg))
+    return out
+
+
+def _unknown_key_message(loc: Loc) -> str:
+    allowed = _fields_at(loc[:-1])
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+    return f"unknown key {key!r} ({hint})"
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Field names of the model found at ``loc`` in the Config schema (for did-you-mean hints)."""
+    tp: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            tp = typing.get_args(tp)[0] if typing.get_args(tp) else tp
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        else:
+            return []
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+class _KeyLines:
+    """Best-effort map from key paths to line numbers in (syntactically valid) TOML text.
+
+    Walks table headers, ``key = value`` lines and inline arrays/tables, counting ``[[array]]`` entries,
+    so ``trunks[0].gateways[1].port`` points at the exact line even inside inline tables.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.keys: dict[Loc, tuple[int, int | None]] = {}  # path -> (offset of key, offset of value)
+        try:
+            self._scan()
+        except (IndexError, ValueError):
+            pass  # best effort: keep what was mapped so far
+
+    def find(self, loc: Loc) -> int | None:
+        for n in range(len(loc), 0, -1):
+            hit = self.keys.get(loc[:n])
+            if hit is None:
+                continue
+            offset = hit[0]
+            if hit[1] is not None and n < len(loc):
+                try:
+                    offset = self._descend(hit[1], loc[n:]) or offset
+                except (IndexError, ValueError):
+                    pass
+            return self.text.count("\n", 0, offset) + 1
+        return None
+
+    # -- scanning
+    def _scan(self) -> None:
+        t, pos, prefix = self.text, 0, ()
+        counts: dict[Loc, int] = {}
+        while (pos := self._skip_ws(pos, newlines=True)) < len(t):
+            if t[pos] == "[":  # [table] or [[array.of.tables]]
+                aot = t.startswith("[[", pos)
+                parts, end = self._key(pos + (2 if aot else 1))
+                prefix = self._resolve(parts, counts, aot)
+                self.keys.setdefault(prefix, (pos, None))
+                pos = t.index("]", end) + (2 if aot else 1)
+            else:
+                parts, end = self._key(pos)
+                value = self._skip_ws(t.index("=", end) + 1)
+                self.keys[prefix + tuple(parts)] = (pos, value)
+                pos = self._skip_value(value)
+
+    @staticmethod
+    def _resolve(parts: list[str], counts: dict[Loc, int], aot: bool) -> Loc:
+        path: Loc = ()
+        for i, part in enumerate(parts):
+            path += (part,)
+            if aot and i == len(parts) - 1:
+                counts[path] = counts.get(path, -1) + 1
+                path += (counts[path],)
+            elif path in counts:
+                path += (counts[path],)
+        return path
+
+    def _skip_ws(self, pos: int, newlines: bool = False) -> int:
+        t = self.text
+        while pos < len(t):
+            if t[pos] in " \t" or (newlines and t[pos] in "\r\n"):
+                pos += 1
+            elif t[pos] == "#":
+                while pos < len(t) and t[pos] != "\n":
+                    pos += 1
+            else:
+                break
+        return pos
+
+    def _key(self, pos: int) -> tuple[list[str], int]:
+        """Parse a (dotted, possibly quoted) key; returns parts and the offset after it."""
+        t, parts = self.text, []
+        while True:
+            pos = self._skip_ws(pos)
+            if t[pos] in "\"'":
+                end = self._skip_string(pos)
+                parts.append(t[pos + 1:end - 1])
+                pos = end
+            else:
+                m = _BARE_KEY.match(t, pos)
+                if not m:
+                    raise ValueError("bad key")
+                parts.append(m.group())
+                pos = m.end()
+            pos = self._skip_ws(pos)
+            if pos < len(t) and t[pos] == ".":
+                pos += 1
+                continue
+            return parts, pos
+
+    def _skip_string(self, pos: int) -> int:
+        t, q = self.text, self.text[pos]
+        if t.startswith(q * 3, pos):
+            end = t.index(q * 3, pos + 3)
+            while t.startswith(q, end + 3):  # up to two quotes may precede the closing delimiter
+                end += 1
+            return end + 3
+        pos += 1
+        while t[pos] != q:
+            pos += 2 if (q == '"' and t[pos] == "\\") else 1
+        return pos + 1
+
+    def _skip_value(self, pos: int) -> int:
+        t = self.text
+        if t[pos] in "\"'":
+            return self._skip_string(pos)
+        if t[pos] in "[{":
+            close = "]" if t[pos] == "[" else "}"
+            pos += 1
+            while (pos := self._skip_ws(pos, newlines=True)) < len(t) and t[pos] != close:
+                if t[pos] == ",":
+                    pos += 1
+                elif close == "}":
+                    _, end = self._key(pos)
+                    pos = self._skip_value(self._skip_ws(t.index("=", end) + 1))
+                else:
+                    pos = self._skip_value(pos)
+            return pos + 1
+        m = _SCALAR.match(t, pos)
+        return m.end() if m else pos + 1
+
+    def _descend(self, pos: int, rest: Loc) -> int:
+        """Offset of ``rest`` (list indices / keys) inside the inline value starting at ``pos``."""
+        t = self.text
+        for n, part in enumerate(rest):
+            pos = self._skip_ws(pos, newlines=True)
+            if isinstance(part, int) and t[pos] == "[":
+                pos, index = pos + 1, 0
+                while (pos := self._skip_ws(pos, newlines=True)) < len(t) and t[pos] != "]":
+                    if t[pos] == ",":
+                        pos += 1
+                    elif index == part:
+                        break
+                    else:
+                        pos, index = self._skip_value(pos), index + 1
+                else:
+                    return pos
+            elif isinstance(part, str) and t[pos] == "{":
+                pos += 1
+                while (pos := self._skip_ws(pos, newlines=True)) < len(t) and t[pos] != "}":
+                    if t[pos] == ",":
+                        pos += 1
+                        continue
+                    start = pos
+                    parts, end = self._key(pos)
+                    pos = self._skip_ws(t.index("=", end) + 1)
+                    if parts[0] == part:
+                        if len(parts) > 1 or n == len(rest) - 1:
+                            return start
+                        break
+                    pos = self._skip_value(pos)
+                else:
+                    return pos
+            else:
+                return pos
+        return pos
