@@ -92,8 +92,10 @@ class Switch:
             for call in list(self.calls.values()):
                 call.hangup(16, "system")
         deadline = self.now() + 2.0  # let the BYEs get their 200s (or one retransmission round)
-        while self.stack.layer.pending_client_requests() and self.now() < deadline:
+        while (self.calls or self.stack.layer.pending_client_requests()) and self.now() < deadline:
             await asyncio.sleep(0.05)
+        for call in list(self.calls.values()):
+            call.finish()  # forks that never confirmed: write the CDR with what we know
         for reg in self.registrations:
             reg.stop()
         await self.store.flush()

@@ -65,6 +65,7 @@ class Call:
         self.trunk_out: Any = None
         self._timers: list[Any] = []
         self._deferred_ack = False
+        self.finished = False
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
@@ -185,6 +186,7 @@ class Call:
                 leg.ack()
                 leg.bye()
             self._leg_done(leg)
+            self._maybe_finish()
             return
         if code < 200:
             self._b_provisional(leg, code, response)
@@ -429,6 +431,20 @@ class Call:
         self._cancel_timers()
         if self.trunk_out is not None:
             self.trunk_out.active -= 1
+        self._arm(FORK_WAIT_S, self.finish)
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        """The CDR waits for the forks still ringing to give their final status (487 after CANCEL)."""
+        if self.state is CallState.ENDED and all(f.status is not None for f in self.forks):
+            self.finish()
+
+    def finish(self) -> None:
+        """Hand the ended call to the switch for its CDR, exactly once."""
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_timers()
         self.sw.call_ended(self)
 
     def disposition(self) -> str:
@@ -453,6 +469,7 @@ class Call:
 
 
 _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+FORK_WAIT_S = 5.0  # how long an ended call's CDR waits for forks to confirm they stopped ringing
 
 
 def _user(uri: Any) -> str | None:

@@ -55,10 +55,8 @@ _SINGLE_KEYS = frozenset(("to", "from", "call-id", "cseq", "content-length", "ma
 _MANDATORY = ("from", "to", "call-id", "cseq")
 
 _WSP = " \t"
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_ENDS = (b"\r\n\r\n", b"\n\n", b"\n\r\n")  # CRLF, bare LF and mixed blank lines
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-# A whole unfolded header line: name HCOLON value (value may be empty); \r? allows CRLF or LF.
-_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.M)
 _DIGITS = re.compile(r"[0-9]+")
 _CSEQ = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
 _STATUS_LINE = re.compile(r"(SIP/[0-9]+\.[0-9]+) +([0-9]{3})(?: (.*))?", re.I | re.S)
@@ -334,8 +332,12 @@ def parse_message(data: bytes) -> Request | Response:
     Content-Length the rest of the datagram is the body.
     """
     data = data.lstrip(b"\r\n")
-    m = _HEADER_END.search(data)
-    head, body = (data[:m.start()], data[m.end():]) if m else (data.rstrip(b"\r\n"), b"")
+    end, size = len(data), 0
+    for sep in _HEADER_ENDS:
+        i = data.find(sep, 0, end)
+        if i >= 0:
+            end, size = i, len(sep)
+    head, body = (data[:end], data[end + size:]) if size else (data.rstrip(b"\r\n"), b"")
     try:
         text = head.decode()
     except UnicodeDecodeError:
@@ -364,25 +366,27 @@ def parse_message(data: bytes) -> Request | Response:
 
 
 def _parse_headers(text: str, items: list[tuple[str, str, str]]) -> None:
-    """Fill `items`; one regex pass when no line is folded or malformed, else line by line."""
+    """Fill `items` from the header lines (folded lines joined with one SP)."""
     if not text:
         return
-    pairs = _HEADER_LINE.findall(text)
-    if len(pairs) == text.count("\n") + 1:
-        items += [(*_name(name), value) for name, value in pairs]
-        return
+    known_names = _NAMES.get
     for line in text.replace("\r\n", "\n").split("\n"):
-        if line[:1] in (" ", "\t"):
+        if line[:1] in _WSP:
             if not items:
                 raise ParseError("Folded start line")
             key, name, value = items[-1]
             items[-1] = (key, name, (value + " " + line.strip(_WSP)).strip(" "))
             continue
-        colon = line.find(":")
-        name = line[:colon].rstrip(_WSP)
-        if colon < 0 or not _HEADER_NAME.fullmatch(name):
+        name, colon, value = line.partition(":")
+        name = name.rstrip(_WSP)
+        known = known_names(name.lower())
+        if known is None:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ParseError("Malformed header line")
+            known = (name.lower(), name)
+        if not colon:
             raise ParseError("Malformed header line")
-        items.append((*_name(name), line[colon + 1:].strip(_WSP)))
+        items.append(known + (value.strip(_WSP),))
 
 
 def _scan(items: list[tuple[str, str, str]]) -> tuple[dict[str, str], list[str]]:

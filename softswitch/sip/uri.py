@@ -69,6 +69,7 @@ _VIA = re.compile(
     f"[ \\t]*([{_TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{_TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{_TOKEN_CHARS}]+)"
     f"[ \\t]+({_HOST})(?:[ \\t]*:[ \\t]*([0-9]{{1,5}}))?([\\s\\S]*)"
 )
+_SIP_SCHEMES = frozenset(("sip", "sips", "tel"))
 _STRICT_PARAMS = frozenset({"user", "ttl", "method", "maddr", "transport"})
 
 
@@ -182,8 +183,12 @@ class SipURI:
     def parse(cls, text: str) -> SipURI:
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
-        if not colon or scheme not in ("sip", "sips", "tel"):
+        if not colon or scheme not in _SIP_SCHEMES:
             raise ParseError("Not a SIP URI")
+        return cls._parse(scheme, rest)
+
+    @classmethod
+    def _parse(cls, scheme: str, rest: str) -> SipURI:
         if scheme == "tel":
             number, semi, params = rest.partition(";")
             if not _TEL.fullmatch(number):
@@ -299,8 +304,10 @@ class AbsoluteURI:
 
 def parse_uri(text: str) -> SipURI | AbsoluteURI:
     """SipURI for sip/sips/tel, AbsoluteURI for any other well-formed scheme."""
-    if text.partition(":")[0].lower() in ("sip", "sips", "tel"):
-        return SipURI.parse(text)
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if colon and scheme in _SIP_SCHEMES:
+        return SipURI._parse(scheme, rest)
     return AbsoluteURI.parse(text)
 
 
