@@ -126,8 +126,8 @@ class Switch:
         if method not in KNOWN_METHODS:
             self.stack.reply(txn, 501, "Not Implemented", headers=Headers([("Allow", ALLOW)]))
             return
-        unsupported = [o for o in req.headers.get_all("Require") if o.strip().lower() not in ("timer",)]
-        if unsupported and method not in ("CANCEL",):
+        unsupported = [o.strip() for o in req.headers.get_all("Require")]
+        if unsupported and method not in ("CANCEL", "ACK"):
             self.stack.reply(txn, 420, "Bad Extension", headers=Headers([("Unsupported", ", ".join(unsupported))]))
             return
         if method == "CANCEL":

@@ -333,20 +333,16 @@ class Call:
                 out = leg.origin.stamp(self._anchored(answer_sdp, my_port)).to_bytes()
             elif response.body and method not in ("INVITE", "UPDATE"):
                 out = response.body
-            if method == "INVITE" and 200 <= code < 300 and isinstance(other, OutboundLeg | InboundLeg):
-                other_ack(other)
+            if method == "INVITE" and 200 <= code < 300 and other.dialog is not None:
+                ack = other.dialog.create_request("ACK")
+                ack.headers.set("CSeq", f"{ctxn.request.cseq[0]} ACK")  # the re-INVITE's, not the first one's
+                self.sw.stack.send_ack(ack, other.dialog.peer)
             h = Headers()
             if leg.dialog is not None and code < 300:
                 h.add("Contact", leg.dialog.contact)
             if out:
                 h.add("Content-Type", SDP if answer_sdp is not None else (response.content_type or SDP))
             self.sw.stack.reply(txn, code, response.reason, headers=h, body=out)
-
-        def other_ack(o: Leg) -> None:
-            if o.dialog is not None:
-                ack = o.dialog.create_request("ACK")
-                ack.headers.set("CSeq", f"{o.dialog.local_cseq} ACK")
-                self.sw.stack.send_ack(ack, o.dialog.peer)
 
         other.send(method, body, ctype, on_response=relay_back)
 
