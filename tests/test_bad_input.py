@@ -67,7 +67,7 @@ def test_bad_datagrams_and_streams_then_a_call_succeeds(tmp_path, switch_factory
     u = UdpProbe()
     p = u.port
     # answered with the right status
-    #MISSING_CALLID assert u.ask(request(call_id=None, lport=p)) == [400]  # missing Call-ID
+    assert u.ask(request(call_id=None, lport=p)) == [400]                    # missing Call-ID
     assert u.ask(request("FOO", lport=p)) == [501]                           # unknown method
     assert u.ask(request("INVITE", max_forwards=0, lport=p, call_id="mf0", branch="z9hG4bKmf0")) == [483]
     u.ask(request("ACK", lport=p, call_id="mf0", branch="z9hG4bKmf0"), wait=0.1)  # stops the 483 retransmissions
@@ -77,9 +77,10 @@ def test_bad_datagrams_and_streams_then_a_call_succeeds(tmp_path, switch_factory
     assert u.ask(request(extra="Require: frobnicate", lport=p)) == [420]     # unknown extension
     assert u.ask(request(extra="CSeq: 2 OPTIONS", lport=p)) == [400]         # two CSeq headers
     assert u.ask(request("BYE", lport=p)) == [481]                           # BYE for no dialog
+    assert u.ask(request(lport=p)[:60]) == [400]                             # truncated in the headers
     # dropped without an answer (nothing sensible to answer to), each logged once
     for junk in [b"\x00" * 100, b"hello world\r\n\r\n", bytes(range(256)) * 4, b"INVITE\r\n\r\n",
-                 request()[:60], b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n", b"A" * 5000,
+                 b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n", b"A" * 5000,
                  b"SIP/2.0 9999 Bad\r\n\r\n", request().replace(b"Via: SIP/2.0/UDP", b"Via: garbage")]:
         assert u.ask(junk, wait=0.3) == [], junk[:40]
     # the oversize datagram (over the 4096-byte cap) is dropped even though it parses

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 
+from .message import find_header_end
+
 PING = b"\r\n\r\n"
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\r\n]*?)[ \t]*\r?$", re.I | re.M)
 _DIGITS = re.compile(rb"[0-9]+")
 
@@ -42,13 +43,13 @@ class StreamFramer:
                 else:
                     del buf[:2 if buf.startswith(b"\r\n") else 1]
                 continue
-            m = _HEADER_END.search(buf, max(self._scanned - 3, 0))
-            if m is None:
+            found = find_header_end(buf, max(self._scanned - 3, 0))
+            if found is None:
                 if len(buf) > self.max_size:
                     raise FramingError("SIP header block too large")
                 self._scanned = len(buf)
                 break
-            total = m.end() + self._content_length(bytes(buf[:m.start()]))
+            total = found[1] + self._content_length(bytes(buf[:found[0]]))
             if total > self.max_size:
                 raise FramingError("SIP message too large")
             if len(buf) < total:

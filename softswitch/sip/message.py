@@ -17,15 +17,16 @@ from typing import ClassVar
 from .uri import TOKEN, AbsoluteURI, NameAddr, ParseError, SipURI, Via, parse_uri, split_header_list
 
 __all__ = [
-    "Headers", "ParseError", "Request", "Response", "error_response", "make_response", "parse_message", "reason_phrase",
+    "Headers", "ParseError", "Request", "Response", "error_response", "find_header_end", "make_response",
+    "parse_message", "reason_phrase",
 ]
 
-_COMPACT = {
-    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length", "c": "Content-Type",
-    "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via", "o": "Event", "r": "Refer-To",
-    "b": "Referred-By", "x": "Session-Expires", "u": "Allow-Events", "a": "Accept-Contact", "j": "Reject-Contact",
-    "d": "Request-Disposition", "y": "Identity",
-}
+_COMPACT = (
+    ("i", "Call-ID"), ("m", "Contact"), ("e", "Content-Encoding"), ("l", "Content-Length"), ("c", "Content-Type"),
+    ("f", "From"), ("s", "Subject"), ("k", "Supported"), ("t", "To"), ("v", "Via"), ("o", "Event"),
+    ("r", "Refer-To"), ("b", "Referred-By"), ("x", "Session-Expires"), ("u", "Allow-Events"),
+    ("a", "Accept-Contact"), ("j", "Reject-Contact"), ("d", "Request-Disposition"), ("y", "Identity"),
+)
 _KNOWN = (
     "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
     "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
@@ -40,7 +41,7 @@ _KNOWN = (
 )
 # lowercased name (or compact form) -> (lookup key, canonical spelling)
 _NAMES = MappingProxyType(
-    {n.lower(): (n.lower(), n) for n in _KNOWN} | {c: (n.lower(), n) for c, n in _COMPACT.items()}
+    {n.lower(): (n.lower(), n) for n in _KNOWN} | {c: (n.lower(), n) for c, n in _COMPACT}
 )
 # Headers whose comma-separated values are separate header values (RFC 3261 §7.3.1); the
 # authentication headers, Date, Retry-After etc. contain commas inside one value.
@@ -286,7 +287,7 @@ class _Message:
         if not has_length:
             lines.append(f"Content-Length: {length}")
         lines += ["", ""]
-        return "\r\n".join(lines).encode() + self.body
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -324,6 +325,19 @@ class Response(_Message):
         return Response(self.status, self.reason, self.headers.copy(), self.body, self.version)
 
 
+def find_header_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """(end of the header block, start of the body) at the first blank line, else None.
+
+    Plain finds rather than a regex: this runs on every datagram and every stream segment.
+    """
+    end, size = len(data), 0
+    for sep in _HEADER_ENDS:
+        i = data.find(sep, start, end)
+        if i >= 0:
+            end, size = i, len(sep)
+    return (end, end + size) if size else None
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one datagram/framed message; raise ParseError (with .headers etc. when known).
 
@@ -332,22 +346,22 @@ def parse_message(data: bytes) -> Request | Response:
     Content-Length the rest of the datagram is the body.
     """
     data = data.lstrip(b"\r\n")
-    end, size = len(data), 0
-    for sep in _HEADER_ENDS:
-        i = data.find(sep, 0, end)
-        if i >= 0:
-            end, size = i, len(sep)
-    head, body = (data[:end], data[end + size:]) if size else (data.rstrip(b"\r\n"), b"")
+    found = find_header_end(data)
+    head, body = (data[:found[0]].rstrip(b"\r"), data[found[1]:]) if found else (data.rstrip(b"\r\n"), b"")
     try:
-        text = head.decode()
-    except UnicodeDecodeError:
-        raise ParseError("Invalid UTF-8 in message header") from None
+        text, utf8 = head.decode(), True
+    except UnicodeDecodeError:  # still parsed (bytes kept as surrogates) so the error can be answered
+        text, utf8 = head.decode(errors="surrogateescape"), False
+    text = text.replace("\r\n", "\n")
     first, _, rest = text.partition("\n")
-    first = first.rstrip("\r")
     is_request = first[:4].upper() != "SIP/"
     headers = Headers()
     try:
         _parse_headers(rest, headers._items)
+        if not utf8:
+            raise ParseError("Invalid UTF-8 in message header")
+        if "\r" in text:
+            raise ParseError("Bare CR in message header")
         single, vias = _scan(headers._items)
         length = single.get("content-length")
         if length is not None:
@@ -370,7 +384,7 @@ def _parse_headers(text: str, items: list[tuple[str, str, str]]) -> None:
     if not text:
         return
     known_names = _NAMES.get
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for line in text.split("\n"):
         if line[:1] in _WSP:
             if not items:
                 raise ParseError("Folded start line")
@@ -386,7 +400,7 @@ def _parse_headers(text: str, items: list[tuple[str, str, str]]) -> None:
             known = (name.lower(), name)
         if not colon:
             raise ParseError("Malformed header line")
-        items.append(known + (value.strip(_WSP),))
+        items.append((*known, value.strip(_WSP)))
 
 
 def _scan(items: list[tuple[str, str, str]]) -> tuple[dict[str, str], list[str]]:
@@ -415,11 +429,17 @@ def _check_common(single: dict[str, str], vias: list[str]) -> str:
         raise ParseError("CSeq out of range")
     if not _CALL_ID.fullmatch(single["call-id"]):
         raise ParseError("Bad Call-ID")
-    for value in vias:
-        for via in split_header_list(value) or [""]:
-            Via.parse(via)
-    NameAddr.parse(single["from"])
-    NameAddr.parse(single["to"])
+    try:
+        for value in vias:
+            for via in split_header_list(value) or [""]:
+                Via.parse(via)
+    except ParseError as err:
+        raise ParseError(f"Bad Via: {err.reason}") from None
+    for key, name in (("from", "From"), ("to", "To")):
+        try:
+            NameAddr.parse(single[key])
+        except ParseError as err:
+            raise ParseError(f"Bad {name}: {err.reason}") from None
     if "max-forwards" in single:
         _digits(single["max-forwards"], "Max-Forwards")
     return method
@@ -431,7 +451,9 @@ def _request(first: str, headers: Headers, single: dict[str, str], vias: list[st
         raise ParseError("Malformed Request-Line")
     method, uri, version = parts
     if version.upper() != "SIP/2.0":
-        raise ParseError("Version Not Supported", 505) if _SIP_VERSION.fullmatch(version) else ParseError("Bad SIP-Version")
+        if _SIP_VERSION.fullmatch(version):
+            raise ParseError("Version Not Supported", 505)
+        raise ParseError("Bad SIP-Version")
     if not TOKEN.fullmatch(method):
         raise ParseError("Bad method")
     request_uri = parse_uri(uri)
@@ -473,8 +495,8 @@ def make_response(request: Request, status: int, reason: str | None = None, to_t
 def error_response(err: ParseError) -> Response | None:
     """Stateless answer to a request parse_message() rejected, or None when it must be dropped.
 
-    Never for responses or ACK. Needs Via, From, To, Call-ID and CSeq; they are copied verbatim
-    (first occurrence) because the error may be in one of them (RFC 4475 quotbal, scalar02,
+    Never for responses or ACK. Needs a top Via to route it; From, To, Call-ID and CSeq are copied
+    verbatim when present (first occurrence) because the error may be in one of them (RFC 4475 quotbal, scalar02,
     multi01). If the top Via's parameters are broken (badinv01) its sent-protocol/sent-by is salvaged
     so the answer can still be routed; without a usable top Via there is nowhere to send it.
     """
@@ -483,7 +505,7 @@ def error_response(err: ParseError) -> Response | None:
         return None
     values = {name: headers.get(name) for name in ("From", "To", "Call-ID", "CSeq")}
     vias = [v for k, _, v in headers._items if k == "via"]
-    if not vias or None in values.values():
+    if not vias:
         return None
     top = (split_header_list(vias[0]) or [""])[0]
     try:
@@ -494,13 +516,17 @@ def error_response(err: ParseError) -> Response | None:
         except ParseError:
             return None
     out = Headers([("Via", v) for v in vias])
-    to = values["To"] or ""
-    try:
-        if NameAddr.parse(to).tag is None:
-            seed = "|".join((values["Call-ID"] or "", values["From"] or "", top)).encode()
-            to += ";tag=" + hashlib.blake2s(seed, digest_size=6).hexdigest()  # same request, same tag
-    except ParseError:
-        pass  # copied verbatim: the sender's own (broken) To is all we have
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        out.add(name, to if name == "To" else values[name] or "")
+    to = values["To"]
+    if to is not None:
+        try:
+            if NameAddr.parse(to).tag is None:
+                seed = "|".join((values["Call-ID"] or "", values["From"] or "", top))
+                # same request (retransmission), same tag
+                to += ";tag=" + hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+        except ParseError:
+            pass  # copied verbatim: the sender's own (broken) To is all we have
+    values["To"] = to
+    for name, value in values.items():
+        if value is not None:  # a missing one stays missing (RFC 4475 insuf): the Via alone routes the 400
+            out.add(name, value)
     return Response(err.status, err.reason, out)

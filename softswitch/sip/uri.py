@@ -51,16 +51,19 @@ _USER_SAFE = "-_.!~*'()&=+$,;?/"
 _PASSWORD_SAFE = "-_.!~*'()&=+$,"
 _PARAM_SAFE = "-_.!~*'()[]/:&+$"
 _HEADER_SAFE = "-_.!~*'()[]/?:+$"
-_USER = re.compile(f"(?:[A-Za-z0-9{re.escape(_USER_SAFE)}]|{_ESC})+")
-_PASSWORD = re.compile(f"(?:[A-Za-z0-9{re.escape(_PASSWORD_SAFE)}]|{_ESC})*")
-_PARAMCHARS = re.compile(f"(?:[A-Za-z0-9{re.escape(_PARAM_SAFE)}]|{_ESC})+")
+_USER = f"(?:[A-Za-z0-9{re.escape(_USER_SAFE)}]|{_ESC})+"
+_PASSWORD = f"(?:[A-Za-z0-9{re.escape(_PASSWORD_SAFE)}]|{_ESC})*"
+_PCHARS = f"(?:[A-Za-z0-9{re.escape(_PARAM_SAFE)}]|{_ESC})+"
+_PARAMCHARS = re.compile(_PCHARS)
+# Header values also accept unescaped ";@,=" as sent in the wild (Replaces=id@host;to-tag=...); the
+# header part ends the URI, so this is unambiguous. They are emitted escaped.
 _HNVCHARS = re.compile(f"(?:[A-Za-z0-9{re.escape(_HEADER_SAFE)}]|{_ESC})*")
+_HVALUE = re.compile(f"(?:[A-Za-z0-9{re.escape(_HEADER_SAFE)};@,=]|{_ESC})*")
 _HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9_.\-]*"
-_PCHAR = f"(?:[A-Za-z0-9{re.escape(_PARAM_SAFE)}]|{_ESC})+"
 # One match validates userinfo, host, port and parameters; '@' ends the userinfo (user may hold ';?').
 _SIP_URI = re.compile(
-    f"(?:({_USER.pattern})(?::({_PASSWORD.pattern}))?@)?({_HOST})(?::([0-9]{{1,5}}))?"
-    f"((?:;{_PCHAR}(?:={_PCHAR})?)*)(?:\\?([\\s\\S]*))?"
+    f"(?:({_USER})(?::({_PASSWORD}))?@)?({_HOST})(?::([0-9]{{1,5}}))?"
+    f"((?:;{_PCHARS}(?:={_PCHARS})?)*)(?:\\?([\\s\\S]*))?"
 )
 _TEL = re.compile(r"[0-9A-Za-z+*#().\-%]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
@@ -193,7 +196,7 @@ class SipURI:
             number, semi, params = rest.partition(";")
             if not _TEL.fullmatch(number):
                 raise ParseError("Malformed tel URI")
-            return cls("tel", number, None, "", None, _uri_params(semi + params))
+            return cls("tel", number, None, "", None, _uri_params(semi + params) if semi else {})
         m = _SIP_URI.fullmatch(rest)
         if m is None:
             raise ParseError("Malformed SIP URI")
@@ -231,7 +234,9 @@ class SipURI:
         return _host_ref(self.host, self.port)
 
     def copy(self) -> SipURI:
-        return SipURI(self.scheme, self.user, self.password, self.host, self.port, dict(self.params), dict(self.headers))
+        return SipURI(
+            self.scheme, self.user, self.password, self.host, self.port, dict(self.params), dict(self.headers)
+        )
 
     def matches(self, other: SipURI | AbsoluteURI) -> bool:
         """URI equivalence per RFC 3261 §19.1.4 (not dataclass equality, which is exact)."""
@@ -252,7 +257,7 @@ class SipURI:
 
 
 def _uri_params(text: str) -> dict[str, str | None]:
-    """`;a=b;c` URI parameters (already validated for SIP URIs), decoded, names lowercased."""
+    """`;a=b;c` URI parameters, decoded, names lowercased."""
     params: dict[str, str | None] = {}
     for part in text[1:].split(";"):
         name, eq, value = part.partition("=")
@@ -269,13 +274,11 @@ def _uri_params_str(params: dict[str, str | None]) -> str:
     )
 
 
-def _uri_headers(text: str | None) -> dict[str, str]:
+def _uri_headers(text: str) -> dict[str, str]:
     headers: dict[str, str] = {}
-    if text is None:
-        return headers
     for part in text.split("&"):
         name, eq, value = part.partition("=")
-        if not eq or not name or not _HNVCHARS.fullmatch(name) or not _HNVCHARS.fullmatch(value):
+        if not eq or not name or not _HNVCHARS.fullmatch(name) or not _HVALUE.fullmatch(value):
             raise ParseError("Malformed URI header")
         headers[_unescape(name)] = _unescape(value)
     return headers
@@ -333,7 +336,7 @@ class NameAddr:
         uri, semi, params = text.partition(";")
         if any(ch in uri for ch in ",?<>"):
             raise ParseError("URI with ',' or '?' must be enclosed in <>")
-        return cls(None, parse_uri(uri), parse_params(semi + params) if semi else {})
+        return cls(None, parse_uri(uri.rstrip(" \t")), parse_params(semi + params) if semi else {})
 
     def __str__(self) -> str:
         out = f"<{self.uri}>"
