@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .uri import TOKEN, AbsoluteURI, NameAddr, ParseError, SipURI, Via, parse_uri, split_header_list
 
@@ -103,10 +103,11 @@ def _name(name: str) -> tuple[str, str]:
 class Headers:
     """Ordered multi-map of header fields with case-insensitive, compact-form-aware names."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "parsed")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [(*_name(n), v) for n, v in items]
+        self.parsed: dict[str, Any] = {}  # the messages' accessors cache parses here; mutation clears it
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First occurrence, whole value."""
@@ -137,10 +138,12 @@ class Headers:
         if not placed:
             out.append((key, spelled, value))
         self._items = out
+        self.parsed.clear()
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Append, or with first=True insert before the first occurrence (else at the top)."""
         entry = (*_name(name), value)
+        self.parsed.clear()
         if not first:
             self._items.append(entry)
             return
@@ -150,6 +153,7 @@ class Headers:
     def remove(self, name: str) -> None:
         key = _name(name)[0]
         self._items = [item for item in self._items if item[0] != key]
+        self.parsed.clear()
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -190,7 +194,8 @@ def _parse_cseq(value: str) -> tuple[int, str]:
 
 
 class _Message:
-    """Accessors shared by Request and Response; each parses its header(s) on access."""
+    """Accessors shared by Request and Response. Each parses its header(s) once; the result is cached
+    until the headers change, so treat what they return as read-only (``copy()`` it to modify)."""
 
     headers: Headers
     body: bytes
@@ -202,13 +207,21 @@ class _Message:
             raise ParseError(f"Missing {name}")
         return value
 
+    def _cached(self, key: str, parse: Callable[[], Any]) -> Any:
+        parsed = self.headers.parsed
+        try:
+            return parsed[key]
+        except KeyError:
+            value = parsed[key] = parse()
+            return value
+
     @property
     def call_id(self) -> str:
-        return self._required("Call-ID")
+        return self._cached("call_id", lambda: self._required("Call-ID"))
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return _parse_cseq(self._required("CSeq"))
+        return self._cached("cseq", lambda: _parse_cseq(self._required("CSeq")))
 
     @property
     def vias(self) -> list[Via]:
@@ -224,9 +237,13 @@ class _Message:
         headers.set("Via", str(vias[0]))
         index = next(i for i, item in enumerate(headers._items) if item[0] == "via")
         headers._items[index + 1:index + 1] = [("via", "Via", str(v)) for v in vias[1:]]
+        headers.parsed.clear()
 
     @property
     def top_via(self) -> Via:
+        return self._cached("top_via", self._top_via)
+
+    def _top_via(self) -> Via:
         vias = self.headers.get_all("Via")
         if not vias:
             raise ParseError("Missing Via")
@@ -234,7 +251,7 @@ class _Message:
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self._required("From"))
+        return self._cached("from", lambda: NameAddr.parse(self._required("From")))
 
     @from_.setter
     def from_(self, value: NameAddr) -> None:
@@ -242,7 +259,7 @@ class _Message:
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self._required("To"))
+        return self._cached("to", lambda: NameAddr.parse(self._required("To")))
 
     @to.setter
     def to(self, value: NameAddr) -> None:
