@@ -152,3 +152,21 @@ def test_sigterm_hangs_up_calls_and_writes_cdrs(tmp_path, switch_factory):
     for cdr in cdrs:
         assert cdr["disposition"] == "ANSWERED" and cdr["hangup_by"] == "system" and cdr["end"], cdr
         assert cdr["billsec"] > 0.5
+
+
+def test_rtp_is_anchored_and_relayed_both_ways(tmp_path, switch_factory):
+    """SIPp uac_pcap plays G.711 RTP into the call, the callee echoes it: every packet crosses the relay
+    twice, and the CDR's per-leg counters say so (nothing dropped, each leg latched to its peer)."""
+    sw = switch_factory(switch_config())
+    callee = uas(tmp_path, calls=1, rtp_echo=True).start()
+    uac(tmp_path, "uac_pcap", calls=1).run().assert_success(1)
+    callee.wait(20).assert_success(1)
+    cdr = one_cdr(sw)
+    a = next(leg for leg in cdr["legs"] if leg["role"] == "a")["rtp"]
+    b = next(leg for leg in cdr["legs"] if leg["role"] == "b")["rtp"]
+    assert a["packets_in"] > 100, cdr["legs"]                   # the pcap's packets reached the relay
+    assert b["packets_out"] == a["packets_in"]                   # ... and all went on to the callee
+    assert b["packets_in"] > 0.9 * b["packets_out"]              # the echo came back
+    assert a["packets_out"] == b["packets_in"]                   # ... and all went on to the caller
+    assert a["dropped_source"] == b["dropped_source"] == 0
+    assert a["latched_to"] and b["latched_to"]
