@@ -68,10 +68,10 @@ class Switch:
         return time.time()
 
     async def start(self) -> None:
+        self.registrar.load(await self.store.load_registrations(self.wall()))  # before any REGISTER can arrive
         for addr in self.config.sip.listen_addrs:
             await self.stack.listen(addr.transport, addr.host, addr.port)
             log.info("listening on %s", addr)
-        self.registrar.load(await self.store.load_registrations(self.wall()))
         for trunk in self.trunks.values():
             if trunk.config.register:
                 reg = TrunkRegistration(self.stack, trunk, self.config.sip.domain)

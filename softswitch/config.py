@@ -136,8 +136,8 @@ class SipConfig(_Model):
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
     nonce_ttl_s: int = Field(300, gt=0)
-    auth_algorithms: list[Literal["SHA-256", "MD5"]] = Field(
-        default_factory=lambda: ["SHA-256", "MD5"], min_length=1)
+    # MD5 alone by default: deployed phones (baresip 1.0, SIPp 3.6) refuse a 401 that also offers SHA-256
+    auth_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["MD5"], min_length=1)
 
     @property
     def listen_addrs(self) -> list[ListenAddr]:

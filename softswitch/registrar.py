@@ -108,8 +108,8 @@ class Registrar:
             return
         call_id, cseq = req.call_id, req.cseq[0]
         if star:
-            if default != 0:
-                sw.stack.reply(txn, 400, "Wildcard Contact needs Expires: 0")
+            if default != 0 or contacts:  # §10.3 step 6: "*" alone, with Expires: 0
+                sw.stack.reply(txn, 400, "Wildcard Contact needs Expires: 0 and no other Contact")
                 return
             self.location.remove(aor)
             sw.store_call("delete_registration", aor, None)
@@ -119,11 +119,11 @@ class Registrar:
         for c in contacts:
             expires = default
             if c.params.get("expires") is not None:
-                try:
-                    expires = int(c.params["expires"] or "")
-                except ValueError:
+                raw = c.params["expires"] or ""
+                if not (raw.isascii() and raw.isdigit()):  # delta-seconds = 1*DIGIT (int() takes "-5", "1_0")
                     sw.stack.reply(txn, 400, "Bad Contact expires")
                     return
+                expires = int(raw)
             if 0 < expires < self.min_expires:
                 sw.stack.reply(txn, 423, "Interval Too Brief", headers=Headers([("Min-Expires", str(self.min_expires))]))
                 return

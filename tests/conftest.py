@@ -55,9 +55,15 @@ class SwitchProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "softswitch", "run", "--config", str(self.config)],
                                      cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        if not options_probe("127.0.0.1", self.sip_port, 15.0):
+        deadline = time.monotonic() + 15.0
+        while "softswitch up" not in self.log_path.read_text(errors="replace"):
+            if not self.alive() or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"softswitch did not come up on :{self.sip_port}\n{self.log_tail()}")
+            time.sleep(0.05)
+        if not options_probe("127.0.0.1", self.sip_port, 5.0):
             self.stop()
-            raise AssertionError(f"softswitch did not come up on :{self.sip_port}\n{self.log_tail()}")
+            raise AssertionError(f"softswitch does not answer OPTIONS on :{self.sip_port}\n{self.log_tail()}")
         return self
 
     def alive(self) -> bool:

@@ -97,11 +97,11 @@ class Call:
             self.echo.close()
             return
         try:
-            answer = answer_for(offer, self.media_ip, self.echo.local_port, origin=self.a.origin.origin)
+            answer = answer_for(offer, self.media_ip, self.echo.side.local_port, origin=self.a.origin.origin)
         except SdpError:
             self.fail(488, "Not Acceptable Here")
             return
-        self._set_remote(self.a, offer, side=self.echo)
+        self._set_remote(self.a, offer, side=self.echo.side)
         self.a.answer(self.a.origin.stamp(answer).to_bytes())
         self._answered()
 
@@ -352,11 +352,11 @@ class Call:
             self.sw.stack.reply(txn, 488, "Not Acceptable Here")
             return
         try:
-            answer = answer_for(sdp, self.media_ip, self.echo.local_port, origin=self.a.origin.origin)
+            answer = answer_for(sdp, self.media_ip, self.echo.side.local_port, origin=self.a.origin.origin)
         except SdpError:
             self.sw.stack.reply(txn, 488, "Not Acceptable Here")
             return
-        self._set_remote(self.a, sdp, side=self.echo)
+        self._set_remote(self.a, sdp, side=self.echo.side)
         body = self.a.origin.stamp(answer).to_bytes()
         self.sw.stack.reply(txn, 200, "OK", headers=Headers([("Contact", self.a.dialog.contact),
                                                              ("Content-Type", SDP)]), body=body)
@@ -460,7 +460,7 @@ class Call:
         if self.relay is not None:
             return self.relay.stats()
         if self.echo is not None:
-            return self.echo.stats()
+            return {"a": self.echo.stats()}
         return {}
 
 

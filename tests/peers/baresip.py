@@ -302,11 +302,12 @@ class Baresip:
 
     def _read_loop(self) -> None:
         """Split the ctrl_tcp stream into events (-> events queue) and responses."""
-        assert self._sock is not None
+        sock = self._sock  # stop() clears the attribute while this thread may still be reading
+        assert sock is not None
         buffer = bytearray()
         try:
             while True:
-                chunk = self._sock.recv(65536)
+                chunk = sock.recv(65536)
                 if not chunk:
                     return
                 buffer += chunk
