@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .sip.addr import Addr
+from .sip.dialog import new_tag
 from .sip.message import Headers, ParseError
 from .sip.transaction import RequestReceived
 from .sip.uri import NameAddr, SipURI
@@ -40,33 +41,40 @@ class Binding:
 
 
 class Location:
-    """aor → {contact → Binding}; expired bindings vanish on read."""
+    """aor → {contact → Binding}, plus an index by source flow; expired bindings vanish on read."""
 
     def __init__(self) -> None:
         self._bindings: dict[str, dict[str, Binding]] = {}
+        self._by_source: dict[Addr, Binding] = {}  # every INVITE asks "is this a registered phone?"
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
         table = self._bindings.get(aor, {})
         for contact in [c for c, b in table.items() if b.expires_at <= now]:
-            del table[contact]
+            self.remove(aor, contact)
         return sorted(table.values(), key=lambda b: -b.expires_at)
 
     def put(self, binding: Binding) -> None:
-        self._bindings.setdefault(binding.aor, {})[binding.contact] = binding
+        table = self._bindings.setdefault(binding.aor, {})
+        old = table.get(binding.contact)
+        if old is not None and self._by_source.get(old.source) is old:
+            del self._by_source[old.source]
+        table[binding.contact] = binding
+        self._by_source[binding.source] = binding
 
     def remove(self, aor: str, contact: str | None = None) -> None:
-        if contact is None:
+        table = self._bindings.get(aor, {})
+        gone = list(table.values()) if contact is None else [b for b in [table.get(contact)] if b is not None]
+        for b in gone:
+            del table[b.contact]
+            if self._by_source.get(b.source) is b:
+                del self._by_source[b.source]
+        if not table:
             self._bindings.pop(aor, None)
-        else:
-            self._bindings.get(aor, {}).pop(contact, None)
 
     def from_source(self, source: Addr, now: float) -> Binding | None:
         """The binding a request came from, if its source is a registered phone's flow."""
-        for table in self._bindings.values():
-            for b in table.values():
-                if b.source == source and b.expires_at > now:
-                    return b
-        return None
+        b = self._by_source.get(source)
+        return b if b is not None and b.expires_at > now else None
 
     def count(self) -> int:
         return sum(len(t) for t in self._bindings.values())
@@ -91,12 +99,17 @@ class Registrar:
         req, txn = ev.request, ev.txn
         assert txn is not None
         now = sw.wall()
+        tag = new_tag()
+
+        def reply(status: int, reason: str | None = None, headers: Headers | None = None) -> None:
+            sw.stack.reply(txn, status, reason, to_tag=tag, headers=headers)  # §8.2.6.2: a UAS tags To
+
         user = sw.authenticate(ev, www=True)
         if user is None:
             return  # challenged or refused
         to_uri = req.to.uri
         if not isinstance(to_uri, SipURI) or to_uri.user != user:
-            sw.stack.reply(txn, 403, "Forbidden")  # one may only register one's own AOR
+            reply(403, "Forbidden")  # one may only register one's own AOR
             return
         aor = user
         try:
@@ -104,12 +117,12 @@ class Registrar:
             star = req.contact_star
             default = req.expires if req.expires is not None else self.default_expires
         except ParseError as exc:
-            sw.stack.reply(txn, 400, exc.reason)
+            reply(400, exc.reason)
             return
         call_id, cseq = req.call_id, req.cseq[0]
         if star:
             if default != 0 or contacts:  # §10.3 step 6: "*" alone, with Expires: 0
-                sw.stack.reply(txn, 400, "Wildcard Contact needs Expires: 0 and no other Contact")
+                reply(400, "Wildcard Contact needs Expires: 0 and no other Contact")
                 return
             self.location.remove(aor)
             sw.store_call("delete_registration", aor, None)
@@ -121,21 +134,21 @@ class Registrar:
             if c.params.get("expires") is not None:
                 raw = c.params["expires"] or ""
                 if not (raw.isascii() and raw.isdigit()):  # delta-seconds = 1*DIGIT (int() takes "-5", "1_0")
-                    sw.stack.reply(txn, 400, "Bad Contact expires")
+                    reply(400, "Bad Contact expires")
                     return
                 expires = int(raw)
             if 0 < expires < self.min_expires:
-                sw.stack.reply(txn, 423, "Interval Too Brief", headers=Headers([("Min-Expires", str(self.min_expires))]))
+                reply(423, "Interval Too Brief", headers=Headers([("Min-Expires", str(self.min_expires))]))
                 return
             old = current.get(str(c.uri))
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
-                sw.stack.reply(txn, 500, "Stale CSeq")  # §10.3 step 7: an out-of-order REGISTER
+                reply(500, "Stale CSeq")  # §10.3 step 7: an out-of-order REGISTER
                 return
             changes.append((c, min(expires, self.max_expires)))
         max_contacts = sw.users[user].max_contacts
         after = (set(current) - {str(c.uri) for c, e in changes if e == 0}) | {str(c.uri) for c, e in changes if e > 0}
         if len(after) > max_contacts:
-            sw.stack.reply(txn, 403, "Too Many Contacts")
+            reply(403, "Too Many Contacts")
             return
         ua = req.headers.get("User-Agent") or ""
         for c, expires in changes:
@@ -154,7 +167,7 @@ class Registrar:
         for b in self.location.lookup(aor, now):
             h.add("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
         h.add("Date", _http_date(now))
-        sw.stack.reply(txn, 200, "OK", headers=h)
+        reply(200, "OK", headers=h)
 
 
 def _http_date(now: float) -> str:

@@ -355,12 +355,14 @@ class Sipp:
         return self
 
     def _wait_bound(self, timeout: float) -> None:
-        """Wait until *this* sipp bound its UDP port; fail with its output if it died."""
+        """Wait until *this* sipp bound its UDP port; fail with its output if it never does."""
         assert self._proc is not None and self.local_port is not None
         deadline = time.monotonic() + timeout
         while not udp_port_bound(self.local_port, self._proc.pid):
-            if self._proc.poll() is not None or time.monotonic() >= deadline:
-                result = self._collect() if self._proc.poll() is not None else self.stop()
+            if self._proc.poll() is not None:
+                return  # a quick client may be done already; wait() reports how it went (254: bind failed)
+            if time.monotonic() >= deadline:
+                result = self.stop()
                 raise RuntimeError(
                     f"SIPp '{self.name}' did not bind udp:{self.local_ip}:{self.local_port}\n" + result.describe()
                 )
