@@ -5,38 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from peers.netutil import free_udp_port, udp_port_bound, wait_udp_sip
+from peers.sipp import Sipp
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def options_probe(host: str, port: int, timeout: float = 10.0) -> bool:
-    """True once something answers a SIP OPTIONS on host:port/udp."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(0.2)
-        lport = s.getsockname()[1]
-        while time.monotonic() < deadline:
-            branch = "z9hG4bK" + uuid.uuid4().hex
-            msg = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{lport};branch={branch}\r\n"
-                   f"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:{host}>\r\n"
-                   f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
-            s.sendto(msg.encode(), (host, port))
-            try:
-                data, _ = s.recvfrom(65535)
-                if data.startswith(b"SIP/2.0 "):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-    return False
 
 
 class SwitchProcess:
@@ -52,19 +31,28 @@ class SwitchProcess:
 
     def start(self) -> "SwitchProcess":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        started = self._ups()  # a restart appends to the same log: wait for a *new* "softswitch up"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "softswitch", "run", "--config", str(self.config)],
                                      cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 15.0
-        while "softswitch up" not in self.log_path.read_text(errors="replace"):
+        while self._ups() == started:  # listening, bindings restored, trunks registering
             if not self.alive() or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"softswitch did not come up on :{self.sip_port}\n{self.log_tail()}")
             time.sleep(0.05)
-        if not options_probe("127.0.0.1", self.sip_port, 5.0):
+        try:
+            wait_udp_sip("127.0.0.1", self.sip_port, 5.0)
+        except TimeoutError:
             self.stop()
             raise AssertionError(f"softswitch does not answer OPTIONS on :{self.sip_port}\n{self.log_tail()}")
         return self
+
+    def _ups(self) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count("softswitch up")
+        except FileNotFoundError:
+            return 0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -88,6 +76,9 @@ class SwitchProcess:
         except OSError:
             return "(no log)"
 
+    def evidence(self) -> str:
+        return f"--- switch log {self.log_path} (tail) ---\n{self.log_tail(50)}"
+
     def cdrs(self) -> list[dict]:
         out = subprocess.run([sys.executable, "-m", "softswitch", "cdr", "--config", str(self.config),
                               "--format", "json"], capture_output=True, text=True, timeout=30)
@@ -102,6 +93,22 @@ class SwitchProcess:
             time.sleep(0.2)
             cdrs = self.cdrs()
         return cdrs
+
+
+def sipp_uac(workdir: Path, scenario: str = "uac", switch: str = "127.0.0.1:5060", **kw) -> Sipp:
+    """A SIPp caller towards the switch (by default dialling 9123: out through the loopback trunk)."""
+    kw.setdefault("local_port", free_udp_port())
+    kw.setdefault("service", "9123")
+    return Sipp(workdir, scenario, remote=switch, **kw)
+
+
+def sipp_uas(workdir: Path, scenario: str = "uas", port: int = 5090, **kw) -> Sipp:
+    """A SIPp callee, by default where the loopback trunk's gateway points (a fixed port: give the
+    previous test's callee a moment to let go of it)."""
+    deadline = time.monotonic() + 3.0
+    while udp_port_bound(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Sipp(workdir, scenario, local_port=port, **kw)
 
 
 def switch_config(sip_port: int = 5060, trunk_gateways: list[tuple[str, int, str]] | None = None,

@@ -11,22 +11,7 @@ import time
 
 import pytest
 
-from peers.netutil import free_udp_port
-from peers.sipp import Sipp
-
-from conftest import switch_config
-
-SWITCH = "127.0.0.1:5060"
-
-
-def uac(tmp_path, scenario="uac", **kw) -> Sipp:
-    kw.setdefault("local_port", free_udp_port())
-    kw.setdefault("service", "9123")
-    return Sipp(tmp_path, scenario, remote=SWITCH, **kw)
-
-
-def uas(tmp_path, scenario="uas", port=5090, **kw) -> Sipp:
-    return Sipp(tmp_path, scenario, local_port=port, **kw)
+from conftest import sipp_uac as uac, sipp_uas as uas, switch_config
 
 
 def one_cdr(sw) -> dict:

@@ -22,6 +22,7 @@ import pytest
 
 from peers.audio import espeak, normalised_xcorr_peak, read_wav, rms_dbfs
 from peers.baresip import Baresip
+from peers.evidence import Evidence
 from peers.netutil import LOOPBACK, PortAllocator
 from peers.pyvoip_phone import PyVoipPhone
 from peers.sipp import Sipp
@@ -78,60 +79,6 @@ def trust_registered_flow(config: str, user: str) -> str:
     block = f'name = "{user}"\npassword = "{user}pass"\n'
     assert block in config
     return config.replace(block, block + "auth_calls = false\n", 1)
-
-
-def start_switch(switch_factory, config: str, sip_port: int) -> SwitchProcess:
-    """Start the switch and wait for *its* "softswitch up" line (the conftest probe returns as soon
-    as UDP answers, before the switch has restored bindings and finished starting)."""
-    sw = switch_factory(config, sip_port=sip_port)
-    deadline = time.monotonic() + 10
-    while "softswitch up" not in sw.log_tail():
-        assert sw.alive(), f"switch exited during start\n{sw.log_tail()}"
-        assert time.monotonic() < deadline, f"switch not up after 10 s\n{sw.log_tail()}"
-        time.sleep(0.05)
-    return sw
-
-
-# --- failure evidence -------------------------------------------------------------------
-
-class Evidence:
-    """Turns any exception inside ``with ev:`` into an AssertionError that ends with the switch log
-    tail and every peer's log/state (why: an end-to-end failure needs both sides' view)."""
-
-    def __init__(self) -> None:
-        self.items: list[object] = []
-
-    def add(self, item):
-        self.items.append(item)
-        return item
-
-    def sections(self) -> list[tuple[str, str]]:
-        """``(key, text)`` per item; ``key`` is how the item's own error messages start."""
-        out = []
-        for item in self.items:
-            if isinstance(item, SwitchProcess):
-                out.append(("", f"--- switch log {item.log_path} (tail) ---\n{item.log_tail(50)}"))
-            elif isinstance(item, Baresip):
-                out.append((f"baresip '{item.name}' (", item.describe(25)))
-            elif isinstance(item, PyVoipPhone):
-                calls = ", ".join(f"{c.direction} {c.call_id} {c.state}" for c in item.calls) or "none"
-                out.append(("", f"--- pyVoIP {item.username} sip={item.sip_port} status={item.status} calls: {calls}"))
-            elif isinstance(item, Sipp):
-                result = item._result
-                out.append((f"SIPp '{item.name}' exit",
-                            result.describe() if result is not None else f"SIPp '{item.name}' (not finished)"))
-        return out
-
-    def __enter__(self) -> "Evidence":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
-            return False
-        message = str(exc)
-        # a peer's own error (BaresipError, SippResult.describe) already carries its log: not twice
-        extra = "\n".join(text for key, text in self.sections() if not key or key not in message)
-        raise AssertionError(f"{type(exc).__name__}: {message}\n\n{extra}") from exc
 
 
 # --- audio measurements -----------------------------------------------------------------
@@ -195,7 +142,7 @@ def test_baresip_registers_with_password_and_hears_its_echo(tmp_path, switch_fac
     counters on the A-leg."""
     ev = Evidence()
     with ev:
-        sw = ev.add(start_switch(switch_factory, phone_config(sip_port, ports), sip_port))
+        sw = ev.add(switch_factory(phone_config(sip_port, ports), sip_port=sip_port))
         alice = ev.add(Baresip(tmp_path / "alice", user="1001", ports=ports, password="1001pass",
                                registrar=f"{LOOPBACK}:{sip_port}", regint=600, audio_source=speech["alice"]))
         try:
@@ -265,7 +212,7 @@ def test_baresip_and_pyvoip_call_each_other(tmp_path, switch_factory, ports, sip
     ev = Evidence()
     with ev:
         config = trust_registered_flow(phone_config(sip_port, ports), "1002")
-        sw = ev.add(start_switch(switch_factory, config, sip_port))
+        sw = ev.add(switch_factory(config, sip_port=sip_port))
         alice = ev.add(Baresip(tmp_path / "alice", user="1001", ports=ports, password="1001pass",
                                registrar=f"{LOOPBACK}:{sip_port}", regint=600, audio_source=speech["alice"],
                                auto_answer=True))
@@ -329,7 +276,7 @@ def test_call_forks_to_every_registered_phone(tmp_path, switch_factory, ports, s
     has two B-legs, 200 (mobile) and 487 (desk)."""
     ev = Evidence()
     with ev:
-        sw = ev.add(start_switch(switch_factory, phone_config(sip_port, ports), sip_port))
+        sw = ev.add(switch_factory(phone_config(sip_port, ports), sip_port=sip_port))
         registrar = f"{LOOPBACK}:{sip_port}"
         desk = ev.add(Baresip(tmp_path / "desk", user="1002", name="desk", ports=ports, password="1002pass",
                               registrar=registrar, regint=600))

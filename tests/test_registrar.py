@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from peers.evidence import Evidence
 from peers.netutil import LOOPBACK, PortAllocator
 from peers.sipp import Sipp, auth_inf_row, write_inf
 from softswitch.sip.auth import DigestClient
@@ -57,23 +58,6 @@ def make_config(sip_port: int, ports: PortAllocator, **kw) -> str:
     return switch_config(sip_port=sip_port, rtp=ports.range(40), **kw)
 
 
-def start_switch(switch_factory, tmp_path: Path, config: str, sip_port: int) -> SwitchProcess:
-    """Start the switch (in ``tmp_path``, as switch_factory does) and wait until *our* process is up.
-
-    Why wait for the log line: the conftest probe returns as soon as UDP answers OPTIONS, but the
-    switch listens *before* it restores the stored bindings and logs "softswitch up … N
-    registrations restored". Restarts append to the same log, so count the lines.
-    """
-    before = len(log_lines(tmp_path / "switch.log", "softswitch up"))
-    sw = switch_factory(config, sip_port=sip_port)
-    deadline = time.monotonic() + 10
-    while len(log_lines(sw.log_path, "softswitch up")) <= before:
-        assert sw.alive(), f"switch exited during start\n{sw.log_tail()}"
-        assert time.monotonic() < deadline, f"no new 'softswitch up' in the log\n{sw.log_tail()}"
-        time.sleep(0.05)
-    return sw
-
-
 def log_lines(path: Path | None, needle: str) -> list[str]:
     try:
         return [line for line in path.read_text(errors="replace").splitlines() if needle in line] if path else []
@@ -85,51 +69,6 @@ def last_line(sw: SwitchProcess, needle: str) -> str:
     """The last log line containing ``needle`` ('' if none): restarts append to the same log."""
     lines = log_lines(sw.log_path, needle)
     return lines[-1] if lines else ""
-
-
-# --- failure evidence -------------------------------------------------------------------
-
-class Evidence:
-    """Everything that explains a failure: the switch log tail plus every peer's log.
-
-    ``with ev:`` turns any exception in the block into an AssertionError whose message ends with
-    that evidence (why: an end-to-end failure is unreadable without both sides' view).
-    """
-
-    def __init__(self) -> None:
-        self.switches: list[SwitchProcess] = []
-        self.peers: list[object] = []
-
-    def switch(self, sw: SwitchProcess) -> SwitchProcess:
-        self.switches.append(sw)
-        return sw
-
-    def peer(self, peer):
-        self.peers.append(peer)
-        return peer
-
-    def sections(self) -> list[tuple[str, str]]:
-        """``(key, text)`` per item; ``key`` is how the item's own error messages start."""
-        out = [("", f"--- switch log {sw.log_path} (tail) ---\n{sw.log_tail(50)}") for sw in self.switches]
-        for peer in self.peers:
-            if isinstance(peer, Sipp):
-                result = peer._result
-                out.append((f"SIPp '{peer.name}' exit", result.describe() if result is not None
-                            else f"SIPp '{peer.name}' (not finished): {' '.join(peer.command)}"))
-            elif isinstance(peer, RawUA):
-                out.append(("", f"--- raw UA :{peer.port} transcript (tail) ---\n{peer.transcript_tail()}"))
-        return out
-
-    def __enter__(self) -> "Evidence":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
-            return False
-        message = str(exc)
-        # a peer's own error (SippResult.assert_success) already carries its log: not twice
-        extra = "\n".join(text for key, text in self.sections() if not key or key not in message)
-        raise AssertionError(f"{type(exc).__name__}: {message}\n\n{extra}") from exc
 
 
 # --- a raw UDP user agent that does the digest dance ------------------------------------
@@ -161,6 +100,9 @@ class RawUA:
 
     def close(self) -> None:
         self.sock.close()
+
+    def evidence(self) -> str:
+        return f"--- raw UA :{self.port} transcript (tail) ---\n{self.transcript_tail()}"
 
     def transcript_tail(self, messages: int = 6) -> str:
         return "\n".join(self.transcript[-messages:]) or "(nothing sent)"
@@ -298,12 +240,12 @@ def test_sipp_register_with_digest_then_call_reaches_it(tmp_path, switch_factory
     401) and creates no binding: a call to 1002 gets 480."""
     ev = Evidence()
     with ev:
-        sw = ev.switch(start_switch(switch_factory, tmp_path, md5_first(make_config(sip_port, ports)), sip_port))
+        sw = ev.add(switch_factory(md5_first(make_config(sip_port, ports)), sip_port=sip_port))
         switch = f"{LOOPBACK}:{sip_port}"
         phone_port = ports.port()
         contact = f"sip:1003@127.0.0.1:{phone_port};transport=UDP"
 
-        reg = ev.peer(sipp_register(tmp_path, switch, "1003", "1003pass", phone_port))
+        reg = ev.add(sipp_register(tmp_path, switch, "1003", "1003pass", phone_port))
         reg.run().assert_success(1)
         trace = reg.message_log.read_text(errors="replace") if reg.message_log else ""
         assert "SIP/2.0 401" in trace and "SIP/2.0 200" in trace, trace[-3000:]
@@ -311,7 +253,7 @@ def test_sipp_register_with_digest_then_call_reaches_it(tmp_path, switch_factory
         assert last_line(sw, f"registered 1003 at {contact} via udp:127.0.0.1:{phone_port}"), "not logged"
 
         # The registrar's view, asked with a REGISTER without Contact (a query, §10.2.3).
-        query = ev.peer(RawUA(sip_port, user="1003"))
+        query = ev.add(RawUA(sip_port, user="1003"))
         listed = query.register()
         assert listed.status == 200, status_line(listed)
         assert list(bindings(listed)) == [contact], bindings(listed)
@@ -319,21 +261,21 @@ def test_sipp_register_with_digest_then_call_reaches_it(tmp_path, switch_factory
         query.close()
 
         # The registered port now answers calls: the INVITE for 1003 must come here.
-        callee = ev.peer(uas_on(tmp_path, phone_port, "uas_1003").start())
-        ev.peer(uac_to(tmp_path, switch, ports, "1003", "uac_to_1003")).run().assert_success(1)
+        callee = ev.add(uas_on(tmp_path, phone_port, "uas_1003").start())
+        ev.add(uac_to(tmp_path, switch, ports, "1003", "uac_to_1003")).run().assert_success(1)
         callee.wait(15).assert_success(1)
         uas_trace = callee.message_log.read_text(errors="replace")
         assert f"INVITE {contact} SIP/2.0" in uas_trace, uas_trace[:2000]
 
         # Wrong password: 401, then 403 (register_auth_fail accepts 401 or 403 as the refusal)...
-        bad = ev.peer(sipp_register(tmp_path, switch, "1002", "not-the-password", ports.port(), fail=True))
+        bad = ev.add(sipp_register(tmp_path, switch, "1002", "not-the-password", ports.port(), fail=True))
         bad.run().assert_success(1)
         bad_trace = bad.message_log.read_text(errors="replace")
         assert "SIP/2.0 401" in bad_trace and "SIP/2.0 403" in bad_trace, bad_trace[-3000:]
         assert "SIP/2.0 200" not in bad_trace
         assert last_line(sw, "REGISTER from udp:127.0.0.1:") and "wrong response" in last_line(sw, "REGISTER from")
         # ... and no binding: the call to 1002 is refused as "temporarily unavailable".
-        ev.peer(call_expecting(tmp_path, switch, ports, "1002", 480, "uac_to_1002")).run().assert_success(1)
+        ev.add(call_expecting(tmp_path, switch, ports, "1002", 480, "uac_to_1002")).run().assert_success(1)
 
         answered, refused = wait_cdrs(sw, 2)
         assert answered["disposition"] == "ANSWERED" and answered["destination"] == "user:1003", answered
@@ -355,9 +297,9 @@ def test_contacts_add_remove_wildcard_and_interval_checks(tmp_path, switch_facto
     ev = Evidence()
     with ev:
         config = make_config(sip_port, ports).replace("t1_ms = 500\n", 't1_ms = 500\nauth_algorithms = ["SHA-256", "MD5"]\n')
-        sw = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))  # the raw UA answers SHA-256
-        desk = ev.peer(RawUA(sip_port, user="1001"))
-        soft = ev.peer(RawUA(sip_port, user="1001"))
+        sw = ev.add(switch_factory(config, sip_port=sip_port))  # the raw UA answers SHA-256
+        desk = ev.add(RawUA(sip_port, user="1001"))
+        soft = ev.add(RawUA(sip_port, user="1001"))
         desk_contact, soft_a, soft_b = desk.contact(), soft.contact(), soft.contact("1001-b", ";transport=udp")
 
         r = desk.register([f"<{desk_contact}>"], expires=300)
@@ -420,7 +362,7 @@ def test_contacts_add_remove_wildcard_and_interval_checks(tmp_path, switch_facto
         assert r.status == 200 and r.contacts == [], bindings(r)
 
         switch = f"{LOOPBACK}:{sip_port}"
-        ev.peer(call_expecting(tmp_path, switch, ports, "1001", 480, "uac_to_1001")).run().assert_success(1)
+        ev.add(call_expecting(tmp_path, switch, ports, "1001", 480, "uac_to_1001")).run().assert_success(1)
         cdr = wait_cdrs(sw, 1)[0]
         assert cdr["sip_status"] == 480 and cdr["destination"] == "user:1001", cdr
         desk.close()
@@ -439,36 +381,36 @@ def test_binding_survives_restart(tmp_path, switch_factory, ports, sip_port):
     with ev:
         config = md5_first(make_config(sip_port, ports))
         switch = f"{LOOPBACK}:{sip_port}"
-        sw1 = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))
+        sw1 = ev.add(switch_factory(config, sip_port=sip_port))
         phone_port = ports.port()
         contact = f"sip:1003@127.0.0.1:{phone_port};transport=UDP"
-        ev.peer(sipp_register(tmp_path, switch, "1003", "1003pass", phone_port, expires=600)).run().assert_success(1)
+        ev.add(sipp_register(tmp_path, switch, "1003", "1003pass", phone_port, expires=600)).run().assert_success(1)
         assert sw1.stop(signal.SIGTERM) == 0, "switch did not exit cleanly on SIGTERM"
 
         # Same tmp_path: same config file, same data/switch.db, log appended.
-        sw2 = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))
+        sw2 = ev.add(switch_factory(config, sip_port=sip_port))
         assert "1 registrations restored" in last_line(sw2, "softswitch up"), "binding not loaded at start"
-        query = ev.peer(RawUA(sip_port, user="1003"))
+        query = ev.add(RawUA(sip_port, user="1003"))
         r = query.register()
         assert r.status == 200, status_line(r)
         assert list(bindings(r)) == [contact] and 500 < bindings(r)[contact] <= 600, bindings(r)
         query.close()
 
-        callee = ev.peer(uas_on(tmp_path, phone_port, "uas_after_restart").start())
-        ev.peer(uac_to(tmp_path, switch, ports, "1003", "uac_after_restart")).run().assert_success(1)
+        callee = ev.add(uas_on(tmp_path, phone_port, "uas_after_restart").start())
+        ev.add(uac_to(tmp_path, switch, ports, "1003", "uac_after_restart")).run().assert_success(1)
         callee.wait(15).assert_success(1)
         cdr = wait_cdrs(sw2, 1)[0]
         assert cdr["disposition"] == "ANSWERED" and b_legs(cdr) == [(f"udp:127.0.0.1:{phone_port}", 200)], cdr
 
         # The phone unregisters (same source port, wildcard): the removal must persist as well.
-        phone = ev.peer(RawUA(sip_port, port=phone_port, user="1003"))
+        phone = ev.add(RawUA(sip_port, port=phone_port, user="1003"))
         r = phone.register(["*"], expires=0)
         assert r.status == 200 and r.contacts == [], status_line(r)
         phone.close()
         assert sw2.stop(signal.SIGTERM) == 0
-        sw3 = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))
+        sw3 = ev.add(switch_factory(config, sip_port=sip_port))
         assert "0 registrations restored" in last_line(sw3, "softswitch up")
-        ev.peer(call_expecting(tmp_path, switch, ports, "1003", 480, "uac_after_unregister")).run().assert_success(1)
+        ev.add(call_expecting(tmp_path, switch, ports, "1003", 480, "uac_after_unregister")).run().assert_success(1)
 
 
 @pytest.mark.timeout(60)
@@ -477,13 +419,13 @@ def test_binding_survives_a_crash(tmp_path, switch_factory, ports, sip_port):
     ev = Evidence()
     with ev:
         config = make_config(sip_port, ports)
-        sw1 = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))
-        phone = ev.peer(RawUA(sip_port, user="1002"))
+        sw1 = ev.add(switch_factory(config, sip_port=sip_port))
+        phone = ev.add(RawUA(sip_port, user="1002"))
         r = phone.register([f"<{phone.contact()}>"], expires=300)
         assert r.status == 200, status_line(r)
         time.sleep(0.5)
         sw1.stop(signal.SIGKILL)
-        sw2 = ev.switch(start_switch(switch_factory, tmp_path, config, sip_port))
+        sw2 = ev.add(switch_factory(config, sip_port=sip_port))
         assert "1 registrations restored" in last_line(sw2, "softswitch up")
         r = phone.register()
         assert r.status == 200 and list(bindings(r)) == [phone.contact()], bindings(r)

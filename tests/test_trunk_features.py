@@ -6,22 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from peers.netutil import free_udp_port
-from peers.sipp import Sipp
-
-from conftest import switch_config
-
-SWITCH = "127.0.0.1:5060"
-
-
-def uac(tmp_path, scenario="uac", **kw) -> Sipp:
-    kw.setdefault("local_port", free_udp_port())
-    kw.setdefault("service", "9123")
-    return Sipp(tmp_path, scenario, remote=SWITCH, **kw)
-
-
-def uas(tmp_path, scenario="uas", port=5090, **kw) -> Sipp:
-    return Sipp(tmp_path, scenario, local_port=port, **kw)
+from conftest import sipp_uac as uac, sipp_uas as uas, switch_config
 
 
 def test_hold_and_unhold_reinvites_cross_the_b2bua(tmp_path, switch_factory):

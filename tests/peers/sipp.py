@@ -355,16 +355,19 @@ class Sipp:
         return self
 
     def _wait_bound(self, timeout: float) -> None:
-        """Wait until *this* sipp bound its UDP port; fail with its output if it never does."""
+        """Wait until *this* sipp bound its UDP port; a server that died or never binds fails with its output."""
         assert self._proc is not None and self.local_port is not None
         deadline = time.monotonic() + timeout
         while not udp_port_bound(self.local_port, self._proc.pid):
-            if self._proc.poll() is not None:
+            if self._proc.poll() is not None and self.remote:
                 return  # a quick client may be done already; wait() reports how it went (254: bind failed)
-            if time.monotonic() >= deadline:
-                result = self.stop()
+            if self._proc.poll() is not None or time.monotonic() >= deadline:
+                result = self._collect() if self._proc.poll() is not None else self.stop()
+                holders = subprocess.run(["ss", "-uanp", f"sport = :{self.local_port}"], capture_output=True,
+                                         text=True).stdout.strip()
                 raise RuntimeError(
                     f"SIPp '{self.name}' did not bind udp:{self.local_ip}:{self.local_port}\n" + result.describe()
+                    + f"\n--- who holds the port ---\n{holders or '(nobody now)'}"
                 )
             time.sleep(0.02)
 
