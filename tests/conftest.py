@@ -164,6 +164,30 @@ to = "user"
 """
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.fixture(autouse=True)
+def _reap_leftover_peers():
+    """A test that fails half-way must not leave SIPp/baresip holding ports for the next one."""
+    yield
+    for pid in _children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 @pytest.fixture
 def switch_factory(tmp_path):
     started: list[SwitchProcess] = []

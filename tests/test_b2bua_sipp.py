@@ -107,8 +107,10 @@ def test_unknown_number_gets_404_with_a_cdr(tmp_path, switch_factory):
 
 def test_trunk_failover_on_503(tmp_path, switch_factory):
     """Acceptance 6: the first gateway answers 503, the call fails over to the second; the 503 gateway
-    then rests, so the next call goes straight to the second."""
-    sw = switch_factory(switch_config(trunk_gateways=[("127.0.0.1", 5090, "udp"), ("127.0.0.1", 5092, "udp")]))
+    then rests, so the next call goes straight to the second. With a 1-call cap on the trunk: a call
+    holds one slot however many gateways it tries, and gives it back at the end."""
+    sw = switch_factory(switch_config(trunk_gateways=[("127.0.0.1", 5090, "udp"), ("127.0.0.1", 5092, "udp")],
+                                      trunk_extra="max_calls = 1"))
     broken = uas(tmp_path, "uas_503.xml", port=5090, calls=1).start()
     good = uas(tmp_path, port=5092, calls=2).start()
     uac(tmp_path, calls=1, name="uac1").run().assert_success(1)

@@ -109,11 +109,13 @@ class Call:
         while self.groups:
             group = self.groups.pop(0)
             trunk = group[0].trunk
-            if trunk is not None and trunk.at_capacity():
+            if trunk is not None and trunk is not self.trunk_out and trunk.at_capacity():
                 self.log.warning("trunk %s at its %d-call cap", trunk.name, trunk.config.max_calls)
                 self.status = 503
                 continue
-            if trunk is not None:
+            if trunk is not None and trunk is not self.trunk_out:  # one slot per call, failovers included
+                if self.trunk_out is not None:
+                    self.trunk_out.active -= 1
                 trunk.active += 1
                 self.trunk_out = trunk
             self.forks = [OutboundLeg(self, t, self.media_ip) for t in group]
