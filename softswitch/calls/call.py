@@ -190,6 +190,10 @@ class Call:
             self._leg_done(leg)
             self._maybe_finish()
             return
+        if leg is self.b and 200 <= code < 300:  # a retransmitted 2xx: our ACK was lost, nothing else changed
+            if not self._deferred_ack:
+                leg.ack()
+            return
         if code < 200:
             self._b_provisional(leg, code, response)
         elif code < 300:

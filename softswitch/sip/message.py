@@ -100,30 +100,44 @@ def _name(name: str) -> tuple[str, str]:
     return _NAMES.get(low) or (low, name)
 
 
+_NONE: list[str] = []  # shared empty result, never mutated
+
+
 class Headers:
     """Ordered multi-map of header fields with case-insensitive, compact-form-aware names."""
 
-    __slots__ = ("_items", "parsed")
+    __slots__ = ("_items", "parsed", "_index")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [(*_name(n), v) for n, v in items]
         self.parsed: dict[str, Any] = {}  # the messages' accessors cache parses here; mutation clears it
+        self._index: dict[str, list[str]] | None = None  # key -> values, built on the first lookup
+
+    def _changed(self) -> None:
+        self.parsed.clear()
+        self._index = None
+
+    def _values(self, key: str) -> list[str]:
+        """Every value of one (lookup) key; a message is read far more often than it is changed."""
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for k, _, v in self._items:
+                index.setdefault(k, []).append(v)
+        return index.get(key, _NONE)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First occurrence, whole value."""
-        key = _name(name)[0]
-        for k, _, value in self._items:
-            if k == key:
-                return value
-        return default
+        values = self._values(_name(name)[0])
+        return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every occurrence; comma lists of list-type headers (Via, Contact, ...) are split."""
         key = _name(name)[0]
-        values = [v for k, _, v in self._items if k == key]
+        values = self._values(key)
         if key in _LIST_KEYS:
             return [item for v in values for item in split_header_list(v)]
-        return values
+        return list(values)
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence by one value at the position of the first (else append)."""
@@ -138,12 +152,12 @@ class Headers:
         if not placed:
             out.append((key, spelled, value))
         self._items = out
-        self.parsed.clear()
+        self._changed()
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Append, or with first=True insert before the first occurrence (else at the top)."""
         entry = (*_name(name), value)
-        self.parsed.clear()
+        self._changed()
         if not first:
             self._items.append(entry)
             return
@@ -153,13 +167,12 @@ class Headers:
     def remove(self, name: str) -> None:
         key = _name(name)[0]
         self._items = [item for item in self._items if item[0] != key]
-        self.parsed.clear()
+        self._changed()
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = _name(name)[0]
-        return any(item[0] == key for item in self._items)
+        return bool(self._values(_name(name)[0]))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._items)
@@ -237,7 +250,7 @@ class _Message:
         headers.set("Via", str(vias[0]))
         index = next(i for i, item in enumerate(headers._items) if item[0] == "via")
         headers._items[index + 1:index + 1] = [("via", "Via", str(v)) for v in vias[1:]]
-        headers.parsed.clear()
+        headers._changed()
 
     @property
     def top_via(self) -> Via:
@@ -434,32 +447,36 @@ def _scan(items: list[tuple[str, str, str]]) -> tuple[dict[str, str], list[str]]
     return single, vias
 
 
-def _check_common(single: dict[str, str], vias: list[str]) -> str:
-    """Checks shared by requests and responses; returns the CSeq method."""
+def _check_common(single: dict[str, str], vias: list[str], parsed: dict[str, Any]) -> str:
+    """Checks shared by requests and responses; returns the CSeq method. What it parses goes into the
+    message's accessor cache (``parsed``), so the transaction layer and the TU do not parse it again."""
     if not vias:
         raise ParseError("Missing Via")
     for key in _MANDATORY:
         if key not in single:
             raise ParseError(f"Missing {_NAMES[key][1]}")
-    number, method = _parse_cseq(single["cseq"])
-    if number > _MAX_CSEQ:
+    cseq = _parse_cseq(single["cseq"])
+    if cseq[0] > _MAX_CSEQ:
         raise ParseError("CSeq out of range")
     if not _CALL_ID.fullmatch(single["call-id"]):
         raise ParseError("Bad Call-ID")
     try:
+        top = None
         for value in vias:
             for via in split_header_list(value) or [""]:
-                Via.parse(via)
+                parsed_via = Via.parse(via)
+                top = top or parsed_via
     except ParseError as err:
         raise ParseError(f"Bad Via: {err.reason}") from None
     for key, name in (("from", "From"), ("to", "To")):
         try:
-            NameAddr.parse(single[key])
+            parsed[key] = NameAddr.parse(single[key])
         except ParseError as err:
             raise ParseError(f"Bad {name}: {err.reason}") from None
     if "max-forwards" in single:
         _digits(single["max-forwards"], "Max-Forwards")
-    return method
+    parsed["top_via"], parsed["cseq"], parsed["call_id"] = top, cseq, single["call-id"]
+    return cseq[1]
 
 
 def _request(first: str, headers: Headers, single: dict[str, str], vias: list[str], body: bytes) -> Request:
@@ -476,7 +493,7 @@ def _request(first: str, headers: Headers, single: dict[str, str], vias: list[st
     request_uri = parse_uri(uri)
     if isinstance(request_uri, SipURI) and request_uri.headers:
         raise ParseError("Request-URI must not contain headers")
-    if _check_common(single, vias) != method:
+    if _check_common(single, vias, headers.parsed) != method:
         raise ParseError("CSeq method does not match request method")
     return Request(method, request_uri, headers, body)
 
@@ -488,7 +505,7 @@ def _response(first: str, headers: Headers, single: dict[str, str], vias: list[s
     status = int(m.group(2))
     if not 100 <= status <= 699:
         raise ParseError("Status code out of range")
-    _check_common(single, vias)
+    _check_common(single, vias, headers.parsed)
     return Response(status, m.group(3) or "", headers, body)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -93,17 +93,29 @@ class SqliteStore:
     # -- CDRs
     def save_cdr(self, cdr: CDR | Mapping[str, Any]) -> None:
         """Insert (or replace, same call_id) one CDR atomically. Accepts a CDR or its ``to_json_dict()``."""
-        d = cdr.to_json_dict() if isinstance(cdr, CDR) else dict(cdr)
-        row = (d["call_id"], d["sip_call_id"], d["start_ts"], d["end_ts"], d["direction"], d["disposition"],
-               d["from"], d["to"], d["trunk"], json.dumps(d, separators=(",", ":")))
+        self.save_cdrs([cdr])
+
+    def save_cdrs(self, cdrs: Sequence[CDR | Mapping[str, Any]]) -> None:
+        """Several CDRs in one transaction (group commit under load). A malformed record does not cost the
+        others their place: the good ones are written, then the first problem is raised."""
+        rows, problem = [], None
+        for cdr in cdrs:
+            try:
+                d = cdr.to_json_dict() if isinstance(cdr, CDR) else dict(cdr)
+                rows.append((d["call_id"], d["sip_call_id"], d["start_ts"], d["end_ts"], d["direction"],
+                             d["disposition"], d["from"], d["to"], d["trunk"], json.dumps(d, separators=(",", ":"))))
+            except (KeyError, TypeError, ValueError) as exc:
+                problem = problem or exc
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 """INSERT INTO cdrs (call_id, sip_call_id, start, end_ts, direction, disposition, from_user,
                        to_user, trunk, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(call_id) DO UPDATE SET sip_call_id=excluded.sip_call_id, start=excluded.start,
                        end_ts=excluded.end_ts, direction=excluded.direction, disposition=excluded.disposition,
                        from_user=excluded.from_user, to_user=excluded.to_user, trunk=excluded.trunk,
-                       data=excluded.data""", row)
+                       data=excluded.data""", rows)
+        if problem is not None:
+            raise problem
 
     def list_cdrs(self, last: int | None = None) -> list[dict[str, Any]]:
         """CDR JSON dicts in the order they were written (oldest first); ``last`` keeps the newest N."""
