@@ -1,0 +1,88 @@
+"""Speech start/stop events from 20 ms PCM frames, for barge-in and the recorder's talk time.
+
+WebRTC's VAD classifies single frames and flickers on its own: a cough or a click is a voiced frame, a
+stop consonant an unvoiced one. The detector therefore wants a run of ``start_frames`` voiced frames
+before it says "speech_start" (a short onset delay, fewer false barge-ins) and ``hangover_frames``
+unvoiced ones before "speech_end" (so pauses between words do not split an utterance).
+
+WebRTC's model of the background starts unadapted (and stops adapting during digital silence), so the first
+few frames of even faint noise come out voiced, and its internal overhang stretches any single voiced
+decision to 4-6 frames: more than ``start_frames``. A frame therefore also has to reach ``min_level_dbfs``
+(RMS) to count as voiced: line noise and idle hiss sit far below any talker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import webrtcvad
+
+__all__ = ["FRAME_MS", "SpeechDetector", "talk_time"]
+
+FRAME_MS = 20
+SPEECH_START = "speech_start"
+SPEECH_END = "speech_end"
+
+
+@dataclass(eq=False)
+class SpeechDetector:
+    """Feed it every received 20 ms frame in order; it reports the edges of speech, not its presence."""
+
+    aggressiveness: int = 2  # webrtcvad mode 0 (most permissive) .. 3 (most eager to call it noise)
+    start_frames: int = 3
+    hangover_frames: int = 15
+    sample_rate: int = 8000
+    min_level_dbfs: float = -55.0  # quieter frames are never speech, whatever webrtcvad says
+    speaking: bool = field(default=False, init=False)
+    voiced_frames: int = field(default=0, init=False)  # frames judged voiced (VAD and level), in or out of speech
+    total_frames: int = field(default=0, init=False)
+    _run: int = field(default=0, init=False, repr=False)  # consecutive frames arguing for a state change
+    _vad: webrtcvad.Vad = field(init=False, repr=False)
+    _min_energy: float = field(init=False, repr=False)  # sum of squares of a frame at min_level_dbfs
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0..3, not {self.aggressiveness}")
+        if self.sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"webrtcvad cannot take {self.sample_rate} Hz")
+        if self.start_frames < 1 or self.hangover_frames < 1:
+            raise ValueError("start_frames and hangover_frames must be at least 1")
+        self._vad = webrtcvad.Vad(self.aggressiveness)
+        self._min_energy = self.frame_samples * (32768.0 * 10 ** (self.min_level_dbfs / 20)) ** 2
+
+    @property
+    def frame_samples(self) -> int:
+        return self.sample_rate * FRAME_MS // 1000
+
+    @property
+    def talk_seconds(self) -> float:
+        """Voiced time so far: per-frame decisions, not the start/hangover-smoothed ``speaking`` state."""
+        return self.voiced_frames * FRAME_MS / 1000
+
+    def feed(self, pcm: np.ndarray) -> str | None:
+        """One 20 ms int16 frame; returns "speech_start", "speech_end" or None."""
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.size != self.frame_samples:
+            raise ValueError(f"expected {self.frame_samples} int16 samples (20 ms at {self.sample_rate} Hz), "
+                             f"got {getattr(pcm, 'dtype', type(pcm).__name__)} x {getattr(pcm, 'size', '?')}")
+        voiced = self._vad.is_speech(pcm.astype("<i2", copy=False).tobytes(), self.sample_rate)  # always: it adapts
+        if voiced:
+            x = pcm.astype(np.float64)
+            voiced = float(x @ x) >= self._min_energy
+        self.total_frames += 1
+        self.voiced_frames += int(voiced)
+        if voiced != self.speaking:  # this frame argues for the other state
+            self._run += 1
+            if self._run >= (self.hangover_frames if self.speaking else self.start_frames):
+                self.speaking = not self.speaking
+                self._run = 0
+                return SPEECH_START if self.speaking else SPEECH_END
+        else:
+            self._run = 0
+        return None
+
+
+def talk_time(frame_flags: Sequence[bool], frame_ms: int = FRAME_MS) -> float:
+    """Seconds of voiced frames in a sequence of per-frame VAD decisions."""
+    return sum(1 for f in frame_flags if f) * frame_ms / 1000
