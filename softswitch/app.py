@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import secrets
 import signal
 import time
@@ -19,7 +20,8 @@ from .calls.leg import Leg, Target
 from .cdr import CDR
 from .config import Config
 from .media.ports import PortAllocator
-from .media.relay import MediaRelay
+from .media.engine import MediaEngine, MediaSettings
+from .media.stream import JitterSettings
 from .registrar import Registrar
 from .routing.dialplan import Dialplan, RouteDecision, Source
 from .routing.trunks import Trunk, TrunkRegistration
@@ -51,7 +53,13 @@ class Switch:
         self.auth = DigestServer(sip.digest_realm, secrets.token_bytes(32), sip.nonce_ttl_s,
                                  tuple(sip.auth_algorithms))
         self.registrar = Registrar(self)
-        self.relay = MediaRelay(self.loop, config.media.ip, PortAllocator(config.media.port_min, config.media.port_max))
+        m = config.media
+        self.media = MediaEngine(self.loop, m.ip, PortAllocator(m.port_min, m.port_max), MediaSettings(
+            jitter=JitterSettings(m.jitter_depth_ms, m.jitter_adaptive, m.jitter_min_ms, m.jitter_max_ms),
+            dtmf_inband=m.dtmf_inband, tone_country=m.tone_country, tones=dict(m.tones),
+            prompts_dir=config.prompts_dir(), tts_cache_dir=config.resolve_path(m.tts_cache_dir),
+            tts_voice=m.tts_voice, tts_rate=m.tts_rate))
+        self.relay = self.media.relay
         self.store = AsyncStore(open_store(config))
         self.calls: dict[str, Call] = {}
         self.inbound: dict[str, Call] = {}                    # A-leg Call-ID -> call
@@ -101,8 +109,17 @@ class Switch:
         await self.store.flush()
         await self.store.close()
         self.stack.close()
-        self.relay.close()
+        media = self.media.stats()
+        self.media.close()
+        log.info("media: %s", " ".join(f"{k}={v}" for k, v in media.items()))
         log.info("softswitch stopped: %d CDRs written", self.cdrs_written)
+
+    def log_stats(self) -> None:
+        """SIGUSR1: one line of live counters (calls, media clock, CPU) for operators and benchmarks."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        media = self.media.stats()
+        log.info("stats: calls=%d cdrs=%d cpu_s=%.3f %s", len(self.calls), self.cdrs_written,
+                 usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()))
 
     def store_call(self, method: str, *args: Any) -> None:
         """Fire-and-forget a store write on the store's own thread; failures are logged, never raised."""
@@ -299,9 +316,7 @@ class Switch:
         if call.b is not None:
             b = call.b
             self.loop.call_later(32.0, self.unregister_leg, b.call_id, b.tag)  # absorb late BYE/200s
-        for thing in (call.relay, call.echo):
-            if thing is not None:
-                thing.close()
+        call.close_media()
         cdr = build_cdr(call, stats)
         self.cdrs_written += 1
         self.store_call("save_cdr", cdr)
@@ -319,12 +334,16 @@ def build_cdr(call: Call, stats: dict) -> CDR:
         direction = "transit" if dst.kind == "trunk" else "inbound"
     else:
         direction = "outbound" if dst.kind == "trunk" else "internal"
+    a_rtp = dict(stats.get("a", {}))
+    dtmf = [d for d in call.dtmf if d["leg"] == "a"] + a_rtp.pop("dtmf", [])
     legs = [{"role": "a", "sip_call_id": req.call_id, "remote": str(a.source), "codec": a.codec,
-             "rtp": stats.get("a", {})}]
+             "rtp": a_rtp, "dtmf": [{k: v for k, v in d.items() if k != "leg"} for d in dtmf]}]
     for leg in call.tried:
         legs.append({"role": "b", "sip_call_id": leg.call_id, "remote": str(leg.target.dest),
                      "target": leg.target.label, "status": leg.status, "codec": leg.codec,
-                     "rtp": stats.get("b", {}) if leg is call.b else {}})
+                     "rtp": stats.get("b", {}) if leg is call.b else {},
+                     "dtmf": [{k: v for k, v in d.items() if k != "leg"} for d in call.dtmf
+                              if d["leg"] == "b" and leg is call.b]})
     end = call.end_ts or call.sw.wall()
     trunk = call.trunk_out.name if call.trunk_out is not None else call.trunk_in
     return CDR(
@@ -376,6 +395,7 @@ async def _serve(config: Config) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, switch.log_stats)
     await stop.wait()
     log.info("signal received: shutting down")
     await switch.stop()

@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic import field_validator, model_validator
 
-KNOWN_SERVICES: tuple[str, ...] = ("echo",)
+KNOWN_SERVICES: tuple[str, ...] = ("echo", "playback", "dtmf", "moh")
 TARGET_KINDS: tuple[str, ...] = ("user", "trunk", "service", "flow", "queue")
 LISTEN_TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
 AUTH_ALGORITHMS: tuple[str, ...] = ("SHA-256", "MD5")
 
+SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "config" / "prompts"
 Loc = tuple[str | int, ...]
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR = re.compile(r"[^,\]}\s#]+( [0-9:.+Z-]+)?")  # numbers, booleans, dates (which may contain one space)
@@ -159,10 +160,39 @@ class SipConfig(_Model):
         return self
 
 
+def _check_tones(v: dict[str, str]) -> dict[str, str]:
+    from .media.tones import parse_tone
+    for name, text in v.items():
+        try:
+            parse_tone(text)
+        except ValueError as exc:
+            raise ValueError(f"tone {name!r}: {exc}") from None
+    return v
+
+
+def _check_country(v: str) -> str:
+    from .media.tones import COUNTRY_TONES
+    if v.lower() not in COUNTRY_TONES:
+        raise ValueError(f"unknown tone country {v!r} (known: {', '.join(sorted(COUNTRY_TONES))})")
+    return v.lower()
+
+
 class MediaConfig(_Model):
     ip: Annotated[str, AfterValidator(_check_ip)] = "127.0.0.1"
     port_min: Port = 20000
     port_max: Port = 29999
+    jitter_depth_ms: int = Field(60, ge=0, le=1000)
+    jitter_adaptive: bool = True
+    jitter_min_ms: int = Field(20, ge=0, le=1000)
+    jitter_max_ms: int = Field(200, ge=20, le=2000)
+    dtmf_inband: bool = True
+    level_meter: bool = False
+    tone_country: Annotated[str, AfterValidator(_check_country)] = "us"
+    tones: Annotated[dict[str, str], AfterValidator(_check_tones)] = Field(default_factory=dict)
+    prompts_dir: str = ""
+    tts_voice: str = Field("en-us", min_length=1)
+    tts_rate: int = Field(150, ge=80, le=450)
+    tts_cache_dir: str = Field("data/tts-cache", min_length=1)
 
     @field_validator("port_min")
     @classmethod
@@ -175,7 +205,15 @@ class MediaConfig(_Model):
     def _check(self) -> MediaConfig:
         if self.port_max <= self.port_min:
             raise _Problems([(("port_max",), f"must be greater than port_min ({self.port_min})")])
+        if self.jitter_max_ms < self.jitter_min_ms:
+            raise _Problems([(("jitter_max_ms",), f"must not be below jitter_min_ms ({self.jitter_min_ms})")])
         return self
+
+
+class ServicesConfig(_Model):
+    playback_prompt: str = Field("welcome.wav", min_length=1)
+    moh_prompt: str = Field("welcome.wav", min_length=1)
+    dtmf_timeout_s: float = Field(2.0, gt=0, le=60)
 
 
 class CallsConfig(_Model):
@@ -340,6 +378,8 @@ def _default_users() -> list[UserConfig]:
 
 def _default_routes() -> list[RouteConfig]:
     return [RouteConfig(name="echo", exact="echo", to="service:echo"),
+            RouteConfig(name="playback", exact="playback", to="service:playback"),
+            RouteConfig(name="dtmf", exact="dtmf", to="service:dtmf"),
             RouteConfig(name="extensions", regex=r"^(1\d{3})$", to="user")]
 
 
@@ -349,6 +389,7 @@ class Config(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -369,6 +410,12 @@ class Config(_Model):
         if not p.is_absolute():
             p = (self._source_path.parent if self._source_path else Path.cwd()) / p
         return p.resolve()
+
+    def prompts_dir(self) -> Path:
+        """Where prompts live: ``media.prompts_dir``, or the prompts shipped in ``config/prompts``."""
+        if self.media.prompts_dir:
+            return self.resolve_path(self.media.prompts_dir)
+        return SHIPPED_PROMPTS
 
     def store_path(self) -> Path:
         return self.resolve_path(self.store.path)

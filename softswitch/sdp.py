@@ -350,11 +350,137 @@ def answer_for(offer: SessionDescription, ip: str, port: int, supported: Sequenc
                 m.attributes.append(("rtpmap", f"{c.pt} {c.name}/{c.rate}{channels}"))
                 if c.fmtp is not None:
                     m.attributes.append(("fmtp", f"{c.pt} {c.fmtp}"))
-            if offered.ptime is not None:
-                m.attributes.append(("ptime", str(offered.ptime)))
+            if offered.ptime is not None:  # what we will send: whole frames of our 20 ms clock
+                m.attributes.append(("ptime", str(offered.ptime if offered.ptime in SEND_PTIMES else 20)))
             direction = offer.media_direction(i)
             m.direction = _MIRROR.get(direction, direction)
         answer.media.append(m)
     if not accepted:
         raise SdpError("no common audio codec")
     return answer
+
+
+# ---------------------------------------------------------------------- terminated and transcoded media
+G711 = ("PCMU", "PCMA")
+_G711_PT = MappingProxyType({"PCMU": 0, "PCMA": 8})
+SEND_PTIMES = (20, 40, 60)  # packet sizes we send: whole 20 ms frames of the media clock
+
+
+@dataclass
+class StreamParams:
+    """What offer/answer settled for one audio stream, seen from our side."""
+
+    remote_host: str
+    remote_port: int
+    remote_rtcp_port: int
+    codec: str = "PCMU"            # what we send (and expect)
+    pt: int = 0
+    te_pt: int | None = None       # telephone-event payload type, if negotiated
+    ptime: int = 20                # ms of audio per packet we send
+    direction: str = "sendrecv"    # ours: "recvonly"/"inactive" means we must not send
+    receive_pts: dict[int, str] = field(default_factory=dict)  # every payload type the peer may send us
+
+    @property
+    def sending(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly") and self.remote_port != 0 \
+            and not _is_unspecified(self.remote_host)
+
+    @property
+    def receiving(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+
+def _first_audio(sdp: SessionDescription) -> tuple[int, Media] | None:
+    return next(((i, m) for i, m in enumerate(sdp.media) if m.kind == "audio" and m.port != 0), None)
+
+
+def _voice_codecs(m: Media) -> list[Codec]:
+    return [c for c in m.codecs if c.name.lower() not in ("telephone-event", "cn")]
+
+
+def _te(m: Media, rate: int = 8000) -> Codec | None:
+    return next((c for c in m.codecs if c.name.lower() == "telephone-event" and c.rate == rate), None)
+
+
+def stream_params(local: SessionDescription, remote: SessionDescription,
+                  local_is_answer: bool) -> StreamParams | None:
+    """Our side of the first live audio stream once offer and answer are both known (None: no audio).
+
+    The answer's first voice codec is what both sides send (RFC 3264 §6.1), under its payload type.
+    """
+    ours, theirs = _first_audio(local), _first_audio(remote)
+    if ours is None or theirs is None:
+        return None
+    (_, lm), (ti, tm) = ours, theirs
+    answer = lm if local_is_answer else tm
+    voice = [c for c in _voice_codecs(answer) if c.name.upper() in G711]
+    if not voice:
+        return None
+    host, port = remote.media_address(ti)
+    te = _te(answer)
+    ptime = tm.ptime if tm.ptime in SEND_PTIMES else 20
+    receive = {c.pt: c.name.upper() for c in _voice_codecs(lm) + _voice_codecs(tm) if c.name.upper() in G711}
+    return StreamParams(host, port, tm.rtcp_port, voice[0].name.upper(), voice[0].pt,
+                        te.pt if te is not None else None, ptime, lm.direction, receive)
+
+
+def with_transcoding(offer: SessionDescription, codecs: Sequence[str] = G711) -> SessionDescription:
+    """The offer plus the G.711 variants it lacks (after its own), which the B2BUA can transcode to."""
+    out = offer.copy()
+    found = _first_audio(out)
+    if found is None:
+        return out
+    _, m = found
+    offered = {c.name.upper() for c in m.codecs}
+    if not offered & set(codecs):
+        return out  # nothing we could transcode from
+    taken = set(m.fmts)
+    for name in codecs:
+        pt = str(_G711_PT[name])
+        if name not in offered and pt not in taken:
+            te_at = next((i for i, f in enumerate(m.fmts) if any(
+                c.pt == int(f) and c.name.lower() == "telephone-event" for c in m.codecs if f.isdigit())), len(m.fmts))
+            m.fmts.insert(te_at, pt)
+            m.attributes.append(("rtpmap", f"{pt} {name}/8000"))
+    return out
+
+
+def answer_codec(sdp: SessionDescription) -> Codec | None:
+    """The voice codec an answer selected (its first), if any."""
+    found = _first_audio(sdp)
+    voice = _voice_codecs(found[1]) if found else []
+    return voice[0] if voice else None
+
+
+def offered_codec(offer: SessionDescription, name: str) -> Codec | None:
+    found = _first_audio(offer)
+    return next((c for c in (found[1].codecs if found else []) if c.name.upper() == name.upper()), None)
+
+
+def retarget_answer(answer: SessionDescription, offer: SessionDescription) -> tuple[SessionDescription, Codec]:
+    """Rewrite a callee's answer so it is a valid answer to the caller's ``offer``.
+
+    Used when the callee chose a codec the caller never offered (one `with_transcoding` added): the
+    caller gets the first G.711 codec of its own offer (plus telephone-event if both sides have it)
+    and the bridge transcodes. Raises SdpError if the caller offered no G.711.
+    """
+    found_o, found_a = _first_audio(offer), _first_audio(answer)
+    if found_o is None or found_a is None:
+        raise SdpError("no audio stream to retarget")
+    om, (ai, am) = found_o[1], found_a
+    mine = next((c for c in _voice_codecs(om) if c.name.upper() in G711), None)
+    if mine is None:
+        raise SdpError("the caller offered no G.711 codec to transcode to")
+    chosen = [mine]
+    te_o, te_a = _te(om), _te(am)
+    if te_o is not None and te_a is not None:
+        chosen.append(te_o)
+    out = answer.copy()
+    m = out.media[ai]
+    m.fmts = [str(c.pt) for c in chosen]
+    m.attributes = [(n, v) for n, v in m.attributes if n not in ("rtpmap", "fmtp")]
+    for c in chosen:
+        m.attributes.append(("rtpmap", f"{c.pt} {c.name}/{c.rate}"))
+        if c.fmtp is not None:
+            m.attributes.append(("fmtp", f"{c.pt} {c.fmtp}"))
+    return out, mine

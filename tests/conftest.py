@@ -151,6 +151,16 @@ exact = "echo"
 to = "service:echo"
 
 [[routes]]
+name = "playback"
+exact = "playback"
+to = "service:playback"
+
+[[routes]]
+name = "dtmf"
+exact = "dtmf"
+to = "service:dtmf"
+
+[[routes]]
 name = "outbound"
 prefix = "9"
 strip = 1

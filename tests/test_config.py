@@ -30,8 +30,9 @@ def test_embedded_default_values():
     assert [(u.name, u.password, u.display) for u in c.users] == [
         ("1001", "1001pass", "Alice"), ("1002", "1002pass", "Bob"), ("1003", "1003pass", "Carol")]
     assert c.trunks == []
-    assert [(r.name, r.to) for r in c.routes] == [("echo", "service:echo"), ("extensions", "user")]
-    assert c.routes[1].regex == r"^(1\d{3})$"
+    assert [(r.name, r.to) for r in c.routes] == [("echo", "service:echo"), ("playback", "service:playback"),
+                                                  ("dtmf", "service:dtmf"), ("extensions", "user")]
+    assert c.routes[-1].regex == r"^(1\d{3})$"
 
 
 def test_store_path_resolution(tmp_path, monkeypatch):
@@ -56,7 +57,7 @@ def test_loopback_example_contract():
     assert (routes["echo"].exact, routes["echo"].to) == ("echo", "service:echo")
     out = routes["outbound"]
     assert (out.prefix, out.strip, out.to, out.target) == ("9", 1, "trunk:loopback", ("trunk", "loopback"))
-    assert routes["extensions"] == Config().routes[1]
+    assert routes["extensions"] == Config().routes[-1]
     assert c.users == Config().users
     assert c.store_path() == ROOT / "config/examples/data/loopback.db"
 
@@ -119,7 +120,7 @@ def test_route_with_two_matchers_and_bad_regex():
 
 
 def test_unknown_service_and_duplicate_names():
-    assert "unknown service 'fax' (known: echo)" in _error('[[routes]]\nname = "r"\nexact = "1"\nto = "service:fax"\n')
+    assert "unknown service 'fax' (known: echo, playback, dtmf, moh)" in _error('[[routes]]\nname = "r"\nexact = "1"\nto = "service:fax"\n')
     text = '[[users]]\nname = "a"\npassword = "p"\n[[users]]\nname = "a"\npassword = "q"\n'
     assert _error(text) == "x.toml:5: users[1].name: duplicate name 'a'"
 
@@ -166,3 +167,13 @@ def test_unreadable_file(tmp_path):
 
 def test_log_level_case_insensitive():
     assert parse_config('[log]\nlevel = "debug"\n').log.level == "DEBUG"
+
+
+def test_media_settings_are_checked_with_their_key():
+    assert "x.toml:2: media.tone_country: unknown tone country 'xx' (known: au, br" in _error(
+        '[media]\ntone_country = "xx"\n')
+    err = _error('[media]\ntones = { ringback = "440*480/2000" }\n')
+    assert "x.toml:2: media.tones" in err and "ringback" in err and "not supported" in err
+    assert "media.jitter_max_ms: must not be below jitter_min_ms (100)" in _error(
+        "[media]\njitter_min_ms = 100\njitter_max_ms = 50\n")
+    assert "services.dtmf_timeout_s" in _error("[services]\ndtmf_timeout_s = 0\n")

@@ -7,6 +7,7 @@ which runs once and hands the call to the switch for its CDR — so no path leav
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from enum import Enum
@@ -15,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 from ..cdr import disposition_for, q850_for_status
 from ..log import CallLogger
 from ..routing.dialplan import RouteDecision, Source
-from ..sdp import SdpError, SessionDescription, anchor, answer_for
+from ..media.dtmf import parse_info
+from ..media.g711 import transcode_table
+from ..media.meter import LevelMeter
+from ..sdp import (SdpError, SessionDescription, anchor, answer_codec, answer_for, offered_codec, retarget_answer,
+                   stream_params, with_transcoding)
 from ..sip.message import Headers, Response
 from ..sip.transaction import ClientTransaction, RequestReceived
 from ..sip.uri import NameAddr, SipURI
@@ -52,7 +57,10 @@ class Call:
         self.tried: list[OutboundLeg] = []   # every attempt, for the CDR
         self.b: OutboundLeg | None = None
         self.relay: Any = None
-        self.echo: Any = None
+        self.session: Any = None   # terminated media (services, IVR)
+        self.service_task: asyncio.Task[None] | None = None
+        self.meter: LevelMeter | None = None
+        self.meter_task: asyncio.Task[None] | None = None
         self.state = CallState.ROUTING
         self.start_ts = switch.wall()
         self.answer_ts: float | None = None
@@ -66,13 +74,14 @@ class Call:
         self._timers: list[Any] = []
         self._deferred_ack = False
         self.finished = False
+        self.dtmf: list[dict[str, Any]] = []  # SIP INFO digits; media DTMF is in the session's stats
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
         """Answer a service, or start ringing the first group of targets."""
         try:
             if self.decision.kind == "service":
-                await self._start_echo()
+                await self._start_service()
                 return
             assert groups
             self.groups = groups
@@ -87,23 +96,53 @@ class Call:
             self.log.exception("call setup failed: %s", exc)
             self.fail(500, "Server Internal Error")
 
-    async def _start_echo(self) -> None:
+    async def _start_service(self) -> None:
+        """Answer with media terminated here and run the service's task until the call ends."""
         offer = self.a.offer
         if offer is None:
-            self.fail(488, "Not Acceptable Here")
+            self.fail(488, "Not Acceptable Here")  # late offer: services need the caller's codecs up front
             return
-        self.echo = await self.sw.relay.create_echo()
+        self.session = await self.sw.media.create_session()
         if self.state is CallState.ENDED:
-            self.echo.close()
+            self.session.close()
             return
-        try:
-            answer = answer_for(offer, self.media_ip, self.echo.side.local_port, origin=self.a.origin.origin)
-        except SdpError:
+        answer = self._terminate(offer)
+        if answer is None:
             self.fail(488, "Not Acceptable Here")
             return
-        self._set_remote(self.a, offer, side=self.echo.side)
-        self.a.answer(self.a.origin.stamp(answer).to_bytes())
+        self.a.answer(answer)
         self._answered()
+        if self.sw.config.media.level_meter:
+            self.meter = LevelMeter(self.session.tap())
+            self.meter_task = asyncio.ensure_future(self.meter.run())
+        from ..services import SERVICES
+        self.service_task = asyncio.ensure_future(self._run_service(SERVICES[self.decision.target]))
+
+    def _terminate(self, offer: SessionDescription) -> bytes | None:
+        """Answer ``offer`` for the terminated session and (re)start its stream; None = nothing in common."""
+        try:
+            answer = answer_for(offer, self.media_ip, self.session.local_port, origin=self.a.origin.origin)
+        except SdpError:
+            return None
+        params = stream_params(answer, offer, local_is_answer=True)
+        if params is None:
+            return None
+        try:
+            self.session.start(params)
+        except ValueError as exc:  # e.g. a remote address of the wrong family
+            self.log.warning("cannot start media: %s", exc)
+            return None
+        self.a.codec = f"{params.codec}/8000"
+        return self.a.origin.stamp(answer).to_bytes()
+
+    async def _run_service(self, service: Any) -> None:
+        try:
+            await service(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a service bug ends its call, never the switch
+            self.log.exception("service %s failed: %s", self.decision.target, exc)
+            self.hangup(41, "system")
 
     def _next_group(self) -> None:
         while self.groups:
@@ -154,7 +193,27 @@ class Call:
         offer = self.a.offer
         if offer is None:
             return b""  # late offer: the callee's 2xx will carry it
-        return leg.origin.stamp(self._anchored(offer, self.relay.b.local_port)).to_bytes()
+        return leg.origin.stamp(self._anchored(with_transcoding(offer), self.relay.b.local_port)).to_bytes()
+
+    def _toward_a(self, sdp: SessionDescription) -> SessionDescription:
+        """B's answer as an answer to A's offer, transcoding when B chose a codec A never offered."""
+        offer = self.a.offer
+        chosen = answer_codec(sdp)
+        if offer is None or chosen is None or offered_codec(offer, chosen.name) is not None:
+            self.relay.a.transcode(None)
+            self.relay.b.transcode(None)
+            return sdp
+        try:
+            answer, mine = retarget_answer(sdp, offer)
+        except SdpError as exc:
+            self.log.warning("cannot transcode: %s", exc)
+            return sdp
+        to_b, to_a = transcode_table(mine.name, chosen.name), transcode_table(chosen.name, mine.name)
+        self.relay.a.transcode({mine.pt: (chosen.pt, to_b)})
+        self.relay.b.transcode({chosen.pt: (mine.pt, to_a)})
+        self.a.codec = f"{mine.name}/{mine.rate}"
+        self.log.info("transcoding %s (caller) <-> %s (callee)", mine.name, chosen.name)
+        return answer
 
     def _anchored(self, sdp: SessionDescription, port: int) -> SessionDescription:
         """Point the first audio stream at our relay; other streams are declined (one relay per call)."""
@@ -207,7 +266,7 @@ class Call:
         body = b""
         if sdp is not None and self.a.offer is not None:
             self._set_remote(leg, sdp)
-            body = self.a.origin.stamp(self._anchored(sdp, self.relay.a.local_port)).to_bytes()
+            body = self.a.origin.stamp(self._anchored(self._toward_a(sdp), self.relay.a.local_port)).to_bytes()
         self.a.provisional(183 if body else 180, None, body)
 
     def _b_answered(self, leg: OutboundLeg, response: Response) -> None:
@@ -219,7 +278,7 @@ class Call:
         self._set_remote(leg, sdp)
         body = b""
         if sdp is not None:
-            body = self.a.origin.stamp(self._anchored(sdp, self.relay.a.local_port)).to_bytes()
+            body = self.a.origin.stamp(self._anchored(self._toward_a(sdp), self.relay.a.local_port)).to_bytes()
         if self.a.offer is None:
             self._deferred_ack = True  # late offer: B's ACK carries the caller's answer
         else:
@@ -301,11 +360,17 @@ class Call:
         req, txn = ev.request, ev.txn
         assert txn is not None
         method = req.method
-        if self.echo is not None and method in ("INVITE", "UPDATE"):
-            self._echo_reoffer(txn, req)
-            return
-        if method == "INFO" and self.echo is not None:
-            self.sw.stack.reply(txn, 200, "OK")
+        if method == "INFO":
+            event = self._info_dtmf(leg, req, txn)
+            if event is False:
+                return  # answered 400
+            if self.session is not None:
+                if event is not None:
+                    self.session.info_dtmf(event)
+                self.sw.stack.reply(txn, 200, "OK")
+                return
+        if self.session is not None and method in ("INVITE", "UPDATE"):
+            self._service_reoffer(txn, req)
             return
         other: Leg | None = self.b if leg is self.a else self.a
         if other is None or other.dialog is None or self.state is not CallState.ANSWERED:
@@ -352,18 +417,27 @@ class Call:
 
         other.send(method, body, ctype, on_response=relay_back)
 
-    def _echo_reoffer(self, txn: Any, req: Any) -> None:
-        sdp = sdp_of(req)
-        if sdp is None:
-            self.sw.stack.reply(txn, 488, "Not Acceptable Here")
-            return
+    def _info_dtmf(self, leg: Leg, req: Any, txn: Any) -> Any:
+        """A SIP INFO DTMF digit (dtmf-relay / dtmf bodies): the event, None for other INFO, False if
+        the body was malformed (answered 400 here)."""
         try:
-            answer = answer_for(sdp, self.media_ip, self.echo.side.local_port, origin=self.a.origin.origin)
-        except SdpError:
+            event = parse_info(req.content_type or "", req.body)
+        except ValueError as exc:
+            self.sw.stack.reply(txn, 400, f"Bad DTMF Body ({exc})"[:80])
+            return False
+        if event is not None and self.session is None:  # a terminated session logs its own digits
+            self.dtmf.append({"leg": leg.role, "digit": event.digit, "source": event.source,
+                              "duration_ms": event.duration_ms,
+                              "at": round(self.sw.wall() - (self.answer_ts or self.start_ts), 3)})
+            self.log.info("dtmf %s (info) from leg %s", event.digit, leg.role)
+        return event
+
+    def _service_reoffer(self, txn: Any, req: Any) -> None:
+        sdp = sdp_of(req)
+        body = self._terminate(sdp) if sdp is not None else None
+        if body is None:
             self.sw.stack.reply(txn, 488, "Not Acceptable Here")
             return
-        self._set_remote(self.a, sdp, side=self.echo.side)
-        body = self.a.origin.stamp(answer).to_bytes()
         self.sw.stack.reply(txn, 200, "OK", headers=Headers([("Contact", self.a.dialog.contact),
                                                              ("Content-Type", SDP)]), body=body)
 
@@ -465,9 +539,21 @@ class Call:
     def rtp_stats(self) -> dict:
         if self.relay is not None:
             return self.relay.stats()
-        if self.echo is not None:
-            return {"a": self.echo.stats()}
+        if self.session is not None:
+            stats = self.session.stats()
+            if self.meter is not None:
+                self.meter.drain()
+                stats["levels"] = self.meter.stats()
+            return {"a": stats}
         return {}
+
+    def close_media(self) -> None:
+        for task in (self.service_task, self.meter_task):
+            if task is not None and not task.done():
+                task.cancel()
+        for thing in (self.relay, self.session):
+            if thing is not None:
+                thing.close()
 
 
 _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 
 class PortsExhausted(RuntimeError):
     """Every RTP port pair of the configured range is in use."""
@@ -48,3 +51,23 @@ class PortAllocator:
         if port not in self._in_use:
             raise ValueError(f"RTP port {port} is not allocated")
         self._in_use.remove(port)
+
+
+def bind_pair(ip: str, family: socket.AddressFamily, allocator: PortAllocator) -> tuple[int, list[socket.socket]]:
+    """Bind an RTP/RTCP socket pair; ports another process holds are skipped (EADDRINUSE)."""
+    for _ in range(allocator.capacity):
+        port = allocator.allocate()
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                socks.append(socket.socket(family, socket.SOCK_DGRAM))
+                socks[-1].setblocking(False)
+                socks[-1].bind((ip, p))
+            return port, socks
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            allocator.release(port)
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise PortsExhausted(f"every free RTP port pair on {ip} is bound by another process")

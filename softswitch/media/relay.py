@@ -10,13 +10,17 @@ sources are dropped and counted (RTP-bleed protection). `datagram_received` is t
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from .ports import PortAllocator, PortsExhausted
+from ..sdp import StreamParams
+from .clock import MediaClock
+from .ports import PortAllocator, bind_pair
+from .rtcp import RtcpError, SenderReport, parse_rtcp
+from .stream import RtpStream
+from .tap import Tap, TapFrame, TapPoint
 
 _RTP_MIN = 12  # fixed RTP header (RFC 3550 §5.1)
 _RTCP_MIN = 8  # RTCP header + SSRC (RFC 3550 §6.4)
@@ -33,7 +37,7 @@ def _format(addr: Address | None) -> str | None:
 class _Endpoint(asyncio.DatagramProtocol):
     """One socket of a side. ``peer`` is the endpoint whose socket faces the other party (itself for echo)."""
 
-    __slots__ = ("transport", "peer", "on_lost", "min_len", "remote", "hold", "latched", "dest",
+    __slots__ = ("transport", "peer", "on_lost", "min_len", "remote", "hold", "latched", "dest", "feed", "transform",
                  "packets_in", "bytes_in", "packets_out", "bytes_out",
                  "dropped_source", "dropped_malformed", "dropped_unroutable")
 
@@ -46,6 +50,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.hold = False
         self.latched: Address | None = None
         self.dest: Address | None = None  # where packets for this endpoint's party go; None = nowhere
+        self.feed: Callable[[bytes], None] | None = None  # a tap's decoder, or RTCP report parsing
+        self.transform: Callable[[bytes], bytes] | None = None  # transcoding between the legs' codecs
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.dropped_source = self.dropped_malformed = self.dropped_unroutable = 0
 
@@ -69,6 +75,10 @@ class _Endpoint(asyncio.DatagramProtocol):
                 self._route()
             self.packets_in += 1
             self.bytes_in += len(data)
+            if self.feed is not None:
+                self.feed(data)
+            if self.transform is not None:
+                data = self.transform(data)
             peer = self.peer
             if peer.dest is None:
                 self.dropped_unroutable += 1
@@ -105,8 +115,11 @@ class RelaySide:
     """The relay's face towards one party: an RTP socket on ``local_port`` and RTCP on ``local_port + 1``."""
 
     def __init__(self, local_port: int, family: socket.AddressFamily, rtp: _Endpoint, rtcp: _Endpoint,
-                 release: Callable[[int], None]) -> None:
+                 release: Callable[[int], None], now: Callable[[], float]) -> None:
         self.local_port = local_port
+        self._now = now
+        self.reports = RelayReports(now)
+        rtcp.feed = self.reports.feed
         self._family = family
         self._rtp, self._rtcp = rtp, rtcp
         self._release = release
@@ -132,11 +145,30 @@ class RelaySide:
         self._rtcp.set_remote((ip.compressed, port + 1 if rtcp_port is None else rtcp_port), hold)
 
     def stats(self) -> dict:
-        """RTP counters, and the same for RTCP under "rtcp" (JSON-friendly)."""
-        return {**self._rtp.stats(), "rtcp": self._rtcp.stats()}
+        """RTP counters, and the same for RTCP under "rtcp" (JSON-friendly), with the party's own
+        RTCP reports (loss and jitter of what it receives from us, RTT between us and it)."""
+        return {**self._rtp.stats(), "rtcp": {**self._rtcp.stats(), **self.reports.stats()}}
+
+    def transcode(self, pt_map: dict[int, tuple[int, bytes | None]] | None) -> None:
+        """Rewrite what this side's party sends before it reaches the other party:
+        payload type ``pt`` becomes ``pt_map[pt][0]``, its payload translated through ``pt_map[pt][1]``."""
+        self._rtp.transform = transcoder(pt_map) if pt_map else None
+
+    def _decode_to(self, stream: RtpStream | None) -> None:
+        if stream is None:
+            self._rtp.feed = None
+            return
+
+        def feed(data: bytes, stream: RtpStream = stream, loop_time: Callable[[], float] = self._now) -> None:
+            try:
+                stream.receive_rtp(data, loop_time())
+            except Exception:  # noqa: BLE001 - a tap must never cost the relayed packet
+                pass
+        self._rtp.feed = feed
 
     def _link(self, other: RelaySide) -> None:
         self._rtp.peer, self._rtcp.peer = other._rtp, other._rtcp
+        self.reports.peer = other.reports
 
     def close(self) -> None:
         """Close both sockets; the port returns to the allocator once they are really closed."""
@@ -152,18 +184,66 @@ class RelaySide:
 
 
 class RelayCall:
-    """Two linked sides: ``a`` faces the caller's leg, ``b`` the callee's."""
+    """Two linked sides: ``a`` faces the caller's leg, ``b`` the callee's.
 
-    def __init__(self, a: RelaySide, b: RelaySide, on_close: Callable[[RelayCall], None]) -> None:
+    Packets are forwarded untouched (or transcoded by byte translation) on the hot path. Taps are
+    the exception: while one is attached, each side's packets are also decoded into a jitter buffer
+    and the media clock draws one frame per side per tick, so both directions share one timeline.
+    """
+
+    def __init__(self, a: RelaySide, b: RelaySide, on_close: Callable[[RelayCall], None],
+                 clock: MediaClock | None = None) -> None:
         self.a, self.b = a, b
         self._on_close = on_close
+        self._clock = clock
         a._link(b)
         b._link(a)
+        self.tap_points: dict[str, TapPoint] = {}
+        self._streams: dict[str, RtpStream] = {}
+        self._te = {"a": None, "b": None}
+        self._index = 0
+
+    def set_telephone_event(self, a_pt: int | None, b_pt: int | None) -> None:
+        """The telephone-event payload type each party sends (so taps skip it)."""
+        self._te = {"a": a_pt, "b": b_pt}
+        for name, stream in self._streams.items():
+            stream.params.te_pt = self._te[name]
+
+    def tap(self, leg: str = "a", maxsize: int = 500) -> Tap:
+        """Frames of the call as ``leg``'s party has it: "rx" what it says, "tx" what it hears."""
+        if leg not in ("a", "b"):
+            raise ValueError(f"no leg {leg!r} (a or b)")
+        if self._clock is None:
+            raise RuntimeError("this relay has no media clock to tap with")
+        if not self._streams:
+            for name, side in (("a", self.a), ("b", self.b)):
+                params = StreamParams("0.0.0.0", 0, 0, "PCMU", 0, self._te[name], 20, "recvonly",
+                                      {0: "PCMU", 8: "PCMA"})
+                self._streams[name] = RtpStream(params, "tap")
+                side._decode_to(self._streams[name])
+            self._clock.add(self)
+        point = self.tap_points.setdefault(leg, TapPoint())
+        return point.attach(maxsize)
+
+    def tick(self, now: float) -> None:
+        index = self._index
+        self._index += 1
+        fa, fb = self._streams["a"].pop(now), self._streams["b"].pop(now)
+        for leg, point in self.tap_points.items():
+            if not point.taps:
+                continue
+            said, heard = (fa, fb) if leg == "a" else (fb, fa)
+            point.publish(TapFrame("rx", index, said.rtp_ts, said.pcm, said.kind),
+                          TapFrame("tx", index, heard.rtp_ts, heard.pcm, heard.kind))
 
     def stats(self) -> dict:
         return {"a": self.a.stats(), "b": self.b.stats()}
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.remove(self)
+        for point in self.tap_points.values():
+            point.close()
         self.a.close()
         self.b.close()
         self._on_close(self)
@@ -187,8 +267,10 @@ class RelayEcho:
 class MediaRelay:
     """Creates relays on ``ip`` with ports from ``allocator``; owns them until they (or it) close."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ip: str, allocator: PortAllocator) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ip: str, allocator: PortAllocator,
+                 clock: MediaClock | None = None) -> None:
         self._loop = loop
+        self._clock = clock
         self.ip = ip
         self._allocator = allocator
         self._family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
@@ -201,7 +283,7 @@ class MediaRelay:
         except BaseException:
             a.close()
             raise
-        call = RelayCall(a, b, self._live.discard)
+        call = RelayCall(a, b, self._live.discard, self._clock)
         self._live.add(call)
         return call
 
@@ -215,7 +297,7 @@ class MediaRelay:
             relay.close()
 
     async def _side(self) -> RelaySide:
-        port, socks = self._bind()
+        port, socks = bind_pair(self.ip, self._family, self._allocator)
         rtp, rtcp = _Endpoint(_RTP_MIN), _Endpoint(_RTCP_MIN)
         try:
             for endpoint, sock in zip((rtp, rtcp), socks):
@@ -228,23 +310,79 @@ class MediaRelay:
                     sock.close()
             self._allocator.release(port)
             raise
-        return RelaySide(port, self._family, rtp, rtcp, self._allocator.release)
+        return RelaySide(port, self._family, rtp, rtcp, self._allocator.release, self._loop.time)
 
-    def _bind(self) -> tuple[int, list[socket.socket]]:
-        """Bind an RTP/RTCP socket pair; ports another process holds are skipped (EADDRINUSE)."""
-        for _ in range(self._allocator.capacity):
-            port = self._allocator.allocate()
-            socks: list[socket.socket] = []
-            try:
-                for p in (port, port + 1):
-                    socks.append(socket.socket(self._family, socket.SOCK_DGRAM))
-                    socks[-1].setblocking(False)
-                    socks[-1].bind((self.ip, p))
-                return port, socks
-            except OSError as exc:
-                for sock in socks:
-                    sock.close()
-                self._allocator.release(port)
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-        raise PortsExhausted(f"every free RTP port pair on {self.ip} is bound by another process")
+
+def transcoder(pt_map: dict[int, tuple[int, bytes | None]]) -> Callable[[bytes], bytes]:
+    """A packet rewriter for the relay: new payload type, payload through a 256-byte table.
+
+    G.711 μ-law <-> A-law is a byte-to-byte mapping, so transcoding costs one ``bytes.translate``
+    and keeps sequence numbers, timestamps and SSRC intact. Padding is stripped (it would be
+    translated otherwise); types not in the map pass unchanged.
+    """
+    def transform(data: bytes) -> bytes:
+        b0, b1 = data[0], data[1]
+        entry = pt_map.get(b1 & 0x7F)
+        if entry is None:
+            return data
+        new_pt, table = entry
+        header = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(data) >= header + 4:
+            header += 4 + 4 * int.from_bytes(data[header + 2:header + 4], "big")
+        end = len(data) - (data[-1] if b0 & 0x20 else 0)
+        if header > end:
+            return data  # malformed: the receiver will drop it
+        payload = data[header:end]
+        if table is not None:
+            payload = payload.translate(table)
+        return bytes((b0 & 0xDF, (b1 & 0x80) | new_pt)) + data[2:header] + payload
+    return transform
+
+
+class RelayReports:
+    """What a party's own RTCP says about the media it receives (RFC 3550 §6.4), parsed in passing.
+
+    It also gives the round trip between the relay and the party: the party's report block echoes
+    the last SR it received (LSR, forwarded by us from the other side, arrival noted in ``peer``)
+    and how long it held it (DLSR); RTT = now - when we forwarded that SR - DLSR.
+    """
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.peer: RelayReports | None = None
+        self.forwarded_sr: dict[int, float] = {}  # LSR (middle 32 bits of the SR's NTP) -> when we saw it
+        self.reports = self.garbage = 0
+        self.fraction_lost: float | None = None
+        self.packets_lost: int | None = None
+        self.jitter_ms: float | None = None
+        self.rtt_ms: float | None = None
+
+    def feed(self, data: bytes) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except (RtcpError, ValueError):
+            self.garbage += 1
+            return
+        now = self._now()
+        for packet in packets:
+            if isinstance(packet, SenderReport) and self.peer is not None:
+                forwarded = self.peer.forwarded_sr
+                forwarded[(packet.ntp >> 16) & 0xFFFFFFFF] = now
+                if len(forwarded) > 16:
+                    del forwarded[next(iter(forwarded))]
+            blocks = getattr(packet, "reports", None)
+            if not blocks:
+                continue
+            self.reports += 1
+            block = blocks[0]
+            self.fraction_lost = round(block.fraction_lost / 256, 4)
+            self.packets_lost = block.cumulative_lost
+            self.jitter_ms = round(block.jitter / 8.0, 2)  # G.711 timestamp units (8 kHz) -> ms
+            sent = self.forwarded_sr.get(block.lsr)
+            if block.lsr and sent is not None:
+                self.rtt_ms = round(max(0.0, (now - sent) * 1000 - block.dlsr / 65.536), 2)
+
+    def stats(self) -> dict:
+        return {"reports": self.reports, "garbage": self.garbage, "party_fraction_lost": self.fraction_lost,
+                "party_packets_lost": self.packets_lost, "party_jitter_ms": self.jitter_ms,
+                "rtt_ms": self.rtt_ms}

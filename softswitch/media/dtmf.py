@@ -1,0 +1,548 @@
+"""DTMF in the three forms a softswitch meets: RFC 4733 telephone-events, in-band tones, SIP INFO.
+
+All three end as one ``DtmfEvent`` per key press, reported once, when the key is released (that is
+when RFC 4733 knows the duration; the in-band detector does the same so both transports agree and
+the session can drop a press that arrived both ways). ``active_digit`` says a key is down *now*,
+for barge-in before the release. Everything here is sans-IO: bytes, timestamps and samples in,
+events out.
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+DIGITS = "0123456789*#ABCD"   # RFC 4733 event codes 0-15 in this order
+ROW_HZ = (697.0, 770.0, 852.0, 941.0)
+COL_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
+KEYPAD = "123A456B789C*0#D"   # row * 4 + column
+
+_TS_MASK = 0xFFFFFFFF
+_MAX_SEGMENT = 0xFFFF          # RFC 4733 §2.5.1.3: the longest duration one segment can report
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent:
+    digit: str
+    duration_ms: int
+    source: str          # "rfc4733" | "inband" | "info"
+
+
+def _event_code(digit: str) -> int:
+    code = DIGITS.find(digit.upper()) if isinstance(digit, str) and len(digit) == 1 else -1
+    if code < 0:
+        raise ValueError(f"not a DTMF digit: {digit!r}")
+    return code
+
+
+# ---------------------------------------------------------------------------------- RFC 4733
+
+
+@dataclass(slots=True)
+class _Rx:
+    """The key press being received."""
+    seg_ts: int      # RTP timestamp of the current segment: all packets of the segment carry it
+    code: int
+    base: int        # samples in earlier segments of a long-duration event
+    duration: int    # longest duration seen in the current segment
+
+
+class Rfc4733Receiver:
+    """Telephone-event packets in, one ``DtmfEvent`` per key press out.
+
+    A press is identified by its RTP timestamp. It is reported at its first end packet (the two
+    retransmissions are recognised by timestamp and dropped). If every end packet is lost it is
+    reported when the next press starts, or by ``expire`` once the media clock has moved
+    ``expire_ms`` past the last reported duration. A call can yield two presses at once (an
+    unfinished one and a complete single-packet one): the second comes from the next ``feed`` or
+    ``expire`` call. Malformed input is counted, never raised.
+    """
+
+    def __init__(self, clock_rate: int = 8000, expire_ms: int = 1000) -> None:
+        self.clock_rate = clock_rate
+        self.expire_samples = clock_rate * expire_ms // 1000
+        # Packets older than the newest press by up to this much are stragglers; further back
+        # means the sender's clock jumped (new SSRC, re-INVITE) and it is a new press.
+        self._late_window = clock_rate * 10
+        self._cur: _Rx | None = None
+        self._done: deque[tuple[int, int]] = deque(maxlen=16)  # (segment ts, code) of finished presses
+        self._ready: deque[DtmfEvent] = deque()
+        self._stats = dict.fromkeys(
+            ("packets", "events", "retransmitted_end", "duplicates", "late", "conflicting",
+             "unknown_event", "truncated", "lost_start", "lost_end", "expired", "segments", "reused_ts"), 0)
+
+    @property
+    def active_digit(self) -> str | None:
+        return DIGITS[self._cur.code] if self._cur is not None else None
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    def feed(self, payload: bytes, ts: int, marker: bool) -> DtmfEvent | None:
+        st = self._stats
+        st["packets"] += 1
+        blocks = len(payload) // 4
+        if len(payload) % 4 or not blocks:
+            st["truncated"] += 1
+        ts &= _TS_MASK
+        for i in range(blocks):
+            code, flags = payload[4 * i], payload[4 * i + 1]
+            duration = (payload[4 * i + 2] << 8) | payload[4 * i + 3]
+            self._block(code, bool(flags & 0x80), duration, ts, marker or i > 0)
+            # RFC 4733 §2.5.1.5: events packed in one packet follow each other from the RTP timestamp
+            ts = (ts + duration) & _TS_MASK
+        return self._ready.popleft() if self._ready else None
+
+    def expire(self, ts_now: int) -> DtmfEvent | None:
+        """A press whose end packets were all lost, once the media clock has passed it by
+        ``expire_ms`` (the owner calls this now and then with the audio's RTP timestamp)."""
+        cur = self._cur
+        if cur is not None and not self._ready:
+            idle = (ts_now - cur.seg_ts - cur.duration) & _TS_MASK
+            if self.expire_samples < idle < 0x80000000:
+                self._stats["expired"] += 1
+                self._finish(cur)
+        return self._ready.popleft() if self._ready else None
+
+    def _block(self, code: int, end: bool, duration: int, ts: int, may_start: bool) -> None:
+        st = self._stats
+        if code >= len(DIGITS):
+            st["unknown_event"] += 1   # flash, tones, modem events: not key presses
+            return
+        cur = self._cur
+        if cur is not None and ts == cur.seg_ts:
+            if code != cur.code:
+                st["conflicting"] += 1
+                return
+            if duration <= cur.duration and not end:
+                st["duplicates"] += 1
+            cur.duration = max(cur.duration, duration)
+            if end:
+                self._finish(cur)
+            return
+        if any(t == ts for t, _ in self._done):
+            if (ts, code) in self._done and not may_start:
+                st["retransmitted_end" if end else "late"] += 1
+                return
+            st["reused_ts"] += 1       # a sender that never advances its timestamp: a new press anyway
+        elif cur is not None and code == cur.code and (ts - cur.seg_ts) & _TS_MASK == _MAX_SEGMENT:
+            # §2.5.1.3: the next segment of a long press starts where the previous one ended
+            st["segments"] += 1
+            self._done.append((cur.seg_ts, cur.code))
+            cur.base += _MAX_SEGMENT
+            cur.seg_ts, cur.duration = ts, duration
+            if end:
+                self._finish(cur)
+            return
+        else:
+            newest = cur.seg_ts if cur is not None else (self._done[-1][0] if self._done else None)
+            if newest is not None and 0 < (newest - ts) & _TS_MASK <= self._late_window:
+                st["late"] += 1
+                return
+        if cur is not None:
+            st["lost_end"] += 1
+            self._finish(cur)
+        if not may_start:
+            st["lost_start"] += 1
+        self._cur = cur = _Rx(ts, code, 0, duration)
+        if end:
+            self._finish(cur)
+
+    def _finish(self, cur: _Rx) -> None:
+        self._stats["events"] += 1
+        self._done.append((cur.seg_ts, cur.code))
+        self._cur = None
+        ms = round((cur.base + cur.duration) * 1000 / self.clock_rate)
+        self._ready.append(DtmfEvent(DIGITS[cur.code], ms, "rfc4733"))
+
+
+class Rfc4733Sender:
+    """The packets of one key press; the owner sends one per ptime, all on the RTP timestamp of
+    the first, with the marker on the first."""
+
+    def events(self, digit: str, duration_ms: int = 100, volume: int = 10, ptime_ms: int = 20,
+               clock_rate: int = 8000) -> list[tuple[bytes, bool, int]]:
+        code = _event_code(digit)
+        if not 0 <= volume <= 63:
+            raise ValueError(f"volume {volume} is not 0..63 (-dBm0)")
+        step = ptime_ms * clock_rate // 1000
+        if step <= 0:
+            raise ValueError(f"ptime {ptime_ms} ms is too short")
+        total = round(duration_ms * clock_rate / 1000)
+        if not 0 < total <= _MAX_SEGMENT:
+            # longer presses need segments on timestamps of their own (§2.5.1.3), which one
+            # timestamp per press cannot carry; no IVR needs a key held for 8 s
+            raise ValueError(f"duration {duration_ms} ms is not 1..{_MAX_SEGMENT * 1000 // clock_rate} ms")
+
+        def payload(end: bool, duration: int) -> bytes:
+            return bytes((code, (0x80 if end else 0) | volume)) + duration.to_bytes(2, "big")
+
+        out = [(payload(False, d), d == step, d) for d in range(step, total, step)]
+        if not out:
+            out.append((payload(False, total), True, total))
+        end = payload(True, total)
+        out.extend((end, False, total) for _ in range(3))  # §2.5.1.4: the final packet three times
+        return out
+
+
+# ---------------------------------------------------------------------------------- in-band
+
+
+@dataclass(frozen=True, slots=True)
+class InbandThresholds:
+    """Decision limits of ``InbandDetector`` (levels in dBFS: sine peak re full scale; for G.711
+    0 dBm0 is -3.17 dBFS)."""
+    min_level_dbfs: float = -32.0     # per tone; Q.24 wants -26 dBm0 (-29 dBFS) to work
+    max_twist_high_db: float = 6.0    # high group louder ("normal twist"); Q.24 asks >= 4 dB
+    max_twist_low_db: float = 9.0     # low group louder ("reverse twist"); Q.24 asks >= 8 dB
+    max_freq_dev: float = 0.025       # Q.24: accept 1.5 %, reject 3.5 %: cut in between
+    group_margin_db: float = 10.0     # a group's tone over its strongest neighbour (true tone: >= 13 dB)
+    min_tone_ratio: float = 0.75      # the pair's share of all energy: speech and music spread theirs
+    max_harmonic_db: float = -15.0    # 2nd harmonic re fundamental: voices and instruments have them
+    half_consistency: float = 0.6     # both 10 ms halves of a window carry the tone (amplitude ratio)
+    release_ms: int = 40              # Q.24 interdigit pause; shorter dropouts are bridged
+
+
+@dataclass(slots=True)
+class _Half:
+    """10 ms of audio: samples, energy, and (if a window needed them) DFT bins."""
+    x: np.ndarray
+    e: float
+    bins: np.ndarray | None = None     # all 48 complex bins
+    fast: list[complex] | None = None  # bins 0-15 as Python numbers (rectangular, Hann half)
+
+
+class InbandDetector:
+    """DTMF tones in audio frames; one ``DtmfEvent`` when a key is released.
+
+    The analysis unit is a 10 ms half (N=80 at 8 kHz). A decision window is two adjacent halves
+    (20 ms, hop 10 ms), so a tone that starts or stops mid-frame is still seen whole in the
+    windows inside it. Halves too quiet to hold a tone pair cost two dot products; the others are
+    reduced by one matrix product per frame ((2x80) @ (80x96)) to DFT bins at the 8 DTMF
+    frequencies (and 2nd harmonics) with the windows below. Why each measure:
+
+    * One tone per group: the halves' rectangular bins summed with a phase rotation are an N=160
+      DFT, 50 Hz bins: 697 Hz leaks into the 770 Hz bin at -13 dB (N=80: -9.7 dB, too close).
+    * Frequency is not judged by amplitude: at N=160 a 1.5 % offset at 1633 Hz costs 3.7 dB, as
+      much as 3.5 % at 697 Hz, so no level test fits all eight tones. The phase advance between
+      the halves measures the offset (~0.4 Hz noise at 20 dB SNR), unwrapped beyond +-50 Hz by the
+      phase of the middle 10 ms, and is compared to 2.5 % of the nominal frequency.
+    * Both halves must carry the tone (Hann amplitude ratio >= 0.6): Hann weighs a block's edges
+      down, so a tone covering p of one half and 1-p of the next (a 20 ms tone) reads
+      g(p) + g(1-p) = 1 and never passes twice; rectangular partial blocks would leak the other
+      group's tone at up to -13 dB.
+    * Level, twist, energy share and 2nd harmonics use a Hann-windowed N=160 DFT (built from
+      rising/falling half-window bins), corrected for the measured offset: its sidelobes keep the
+      other group's tone below -50 dB (rectangular N=160: -25 dB, 1-2 dB of twist error).
+
+    A digit is confirmed by ``min_duration_ms/10 - 2`` consecutive valid windows (2 for 40 ms: a
+    40 ms tone holds >= 3 whole halves at any alignment; a 20 ms tone never yields 2) and released
+    after ``release_ms`` of windows without it (a 40 ms pause always spans >= 5 windows, a 10 ms
+    dropout at most 3). Duration = whole halves + the tone's share of the partial halves at both
+    ends, from their Hann amplitude (within ~3 ms).
+    """
+
+    def __init__(self, sample_rate: int = 8000, min_duration_ms: int = 40,
+                 thresholds: InbandThresholds | None = None) -> None:
+        if sample_rate < 8000 or sample_rate % 100:
+            raise ValueError(f"sample rate {sample_rate} Hz: need a multiple of 100, >= 8000")
+        t = self.thresholds = thresholds if thresholds is not None else InbandThresholds()
+        self.sample_rate = sample_rate
+        self.min_duration_ms = min_duration_ms
+        half = self._half = sample_rate // 100
+        fund = np.array(ROW_HZ + COL_HZ)
+        probes = np.concatenate((fund, 2 * fund))
+        n = np.arange(half)
+        hann80 = 0.5 - 0.5 * np.cos(2 * np.pi * (n + 0.5) / half)
+        hann160 = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(2 * half) + 0.5) / (2 * half))
+        # columns (complex): 0-7 rectangular, 8-15 Hann half, 16-31 rising and 32-47 falling
+        # half of the N=160 Hann window (fundamentals then harmonics)
+        weights = np.concatenate((np.ones((half, 8)), np.repeat(hann80[:, None], 8, 1),
+                                  np.repeat(hann160[:half, None], 16, 1),
+                                  np.repeat(hann160[half:, None], 16, 1)), 1)
+        self._basis = _dft_basis(sample_rate, n, np.concatenate((fund, fund, probes, probes)), weights)
+        self._mid_basis = self._basis[:, 16:32]          # Hann half, for the middle 10 ms
+        self._rot = [cmath.exp(-2j * math.pi * f * half / sample_rate) for f in probes]
+        self._rot_mid = [cmath.exp(-1j * math.pi * f * half / sample_rate) for f in fund]
+        self._hz_per_rad = sample_rate / half / (2 * math.pi)
+        self._max_dev_hz = [t.max_freq_dev * f for f in fund]
+        # power gain of the Hann N=160 bin against the tone's offset, every 0.25 Hz to +-100 Hz
+        offsets = np.arange(-400, 401) / 4
+        n160 = np.arange(2 * half)
+        gains = np.abs(np.exp(2j * np.pi * np.outer(offsets, n160) / sample_rate) @ hann160)
+        self._amp_norm = [4 / float(g) ** 2 for g in gains]   # |S|^2 * this = amplitude^2
+        # a Hann half's amplitude when the tone fills its first (or last) share p of it
+        self._share_p = np.linspace(0, 1, 81)
+        self._share_g = np.array([hann80[:int(round(q * half))].sum() for q in self._share_p]) / hann80.sum()
+        a_min = 32768.0 * 10 ** (t.min_level_dbfs / 20)
+        self._e_min = 2 * half * a_min * a_min          # window energy of two tones at the minimum
+        self._a_min2 = a_min * a_min
+        self._margin = 10 ** (t.group_margin_db / 20)   # on magnitudes
+        self._twist_hi = 10 ** (t.max_twist_high_db / 10)
+        self._twist_lo = 10 ** (-t.max_twist_low_db / 10)
+        self._harm_amp = 10 ** (t.max_harmonic_db / 20)
+        self._cons2 = t.half_consistency ** 2
+        self._ratio = t.min_tone_ratio / half            # tone energy: 2N * A^2 / 2
+        # 1394 Hz (2 x 697) is 58 Hz from 1336: such a pair cannot tell a harmonic from the tone
+        self._harm_ok = [[abs(2 * fr - fc) >= 150 for fc in COL_HZ] for fr in ROW_HZ]
+        self._need = max(1, min_duration_ms // 10 - 2)
+        self._release = max(2, t.release_ms // 10)
+        self._stats = dict.fromkeys(("windows", "quiet", "groups", "halves", "frequency", "level",
+                                     "twist", "energy_share", "harmonics", "valid", "events"), 0)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio so far (a new stream, or audio that was not contiguous)."""
+        none = [0j] * 16
+        quiet = _Half(np.zeros(self._half), 0.0, np.zeros(48, np.complex128), none)
+        self._hist: deque[_Half] = deque([quiet, quiet], maxlen=3)
+        self._tail: np.ndarray | None = None
+        self._n = 0                    # index of the newest half
+        # the run of valid windows that may become a key press
+        self._cand: int | None = None
+        self._run = self._cand_start = 0
+        self._cand_h: tuple[list[complex] | None, list[complex] | None] = (none, none)
+        self._cand_ref = 0.0
+        # the key press in progress: first and last half of its valid windows, the bins of
+        # those and of their outer neighbours (for the duration), a whole half's amplitude
+        self._active: int | None = None
+        self._start = self._last = self._misses = 0
+        self._lead_h: list[complex] | None = none
+        self._start_h: list[complex] | None = none
+        self._last_h: list[complex] | None = none
+        self._trail_h: list[complex] | None = none
+        self._ref = 0.0
+        self._ready: deque[DtmfEvent] = deque()
+
+    @property
+    def active_digit(self) -> str | None:
+        return KEYPAD[self._active] if self._active is not None else None
+
+    def stats(self) -> dict[str, int]:
+        """Windows analysed, the first check each invalid one failed, events."""
+        return dict(self._stats)
+
+    def feed(self, pcm: np.ndarray) -> DtmfEvent | None:
+        """One frame of 16-bit samples (any length; 10 ms pieces are analysed as they fill)."""
+        x = np.asarray(pcm, dtype=np.float64)
+        if self._tail is not None:
+            x = np.concatenate((self._tail, x))
+            self._tail = None
+        half = self._half
+        n = len(x) // half
+        if n * half != len(x):
+            self._tail = x[n * half:].copy()
+        if not n:
+            return self._ready.popleft() if self._ready else None
+        xs = x[:n * half].reshape(n, half)
+        halves = [_Half(row, float(np.dot(row, row))) for row in xs]
+        # bins only where a window is loud enough to hold a tone pair (silence costs no DFT)
+        e_min = self._e_min
+        prev = self._hist[-1]
+        todo: list[_Half] = []
+        for h in halves:
+            if prev.e + h.e >= e_min:
+                if prev.bins is None:
+                    todo.append(prev)
+                todo.append(h)
+            prev = h
+        if todo:
+            rows = xs if len(todo) == n and todo[0] is halves[0] else np.array([h.x for h in todo])
+            bins = np.dot(rows, self._basis)
+            for h, row in zip(todo, bins.view(np.complex128)):
+                h.bins = row
+                h.fast = row[:16].tolist()
+        for h in halves:
+            self._push(h)
+        return self._ready.popleft() if self._ready else None
+
+    # ----------------------------------------------------------------------------- internals
+    def _push(self, h: _Half) -> None:
+        hist = self._hist
+        hist.append(h)
+        self._n += 1
+        a = hist[-2]
+        if a.e + h.e >= self._e_min:
+            self._track(self._window(a, h))
+        else:
+            self._stats["windows"] += 1
+            self._stats["quiet"] += 1
+            self._track(None)
+
+    def _window(self, wa: _Half, wb: _Half) -> int | None:
+        """The key whose tone pair fills both halves, or None (the first failed check is counted)."""
+        st = self._stats
+        st["windows"] += 1
+        ha, hb = wa.fast, wb.fast
+        rot = self._rot
+        mag = [abs(ha[k] + rot[k] * hb[k]) for k in range(8)]   # rectangular, N = both halves
+        rows, cols = sorted(mag[:4]), sorted(mag[4:])
+        if rows[3] < self._margin * rows[2] or cols[3] < self._margin * cols[2]:
+            st["groups"] += 1
+            return None
+        r = mag.index(rows[3])
+        c = mag.index(cols[3], 4) - 4
+        keys = (r, 4 + c)
+        devs = []
+        for k in keys:
+            a, b = ha[8 + k], hb[8 + k]                          # Hann halves
+            pa, pb = a.real * a.real + a.imag * a.imag, b.real * b.real + b.imag * b.imag
+            if min(pa, pb) < self._cons2 * max(pa, pb):
+                st["halves"] += 1
+                return None
+            dev = cmath.phase(b * a.conjugate() * rot[k]) * self._hz_per_rad
+            if abs(dev) > 0.25 * math.pi * self._hz_per_rad:   # past 25 Hz: which side of +-50?
+                x = np.concatenate((wa.x[self._half // 2:], wb.x[:self._half // 2]))
+                mid = complex(*np.dot(x, self._mid_basis[:, 2 * k:2 * k + 2]))
+                coarse = 2 * cmath.phase(mid * a.conjugate() * self._rot_mid[k]) * self._hz_per_rad
+                turn = 2 * math.pi * self._hz_per_rad
+                dev += turn * round((coarse - dev) / turn)
+            if abs(dev) > self._max_dev_hz[k]:
+                st["frequency"] += 1
+                return None
+            devs.append(dev)
+        ra, fb = wa.bins, wb.bins
+        spec = [ra[16 + k] + rot[k] * fb[32 + k] for k in keys + (8 + r, 12 + c)]   # Hann N=160
+        ar, ac = ((s.real * s.real + s.imag * s.imag) * self._amp_norm[min(800, max(0, round(4 * d) + 400))]
+                  for s, d in zip(spec, devs))
+        if min(ar, ac) < self._a_min2:
+            st["level"] += 1
+            return None
+        if not self._twist_lo <= ac / ar <= self._twist_hi:
+            st["twist"] += 1
+            return None
+        if ar + ac < self._ratio * (wa.e + wb.e):
+            st["energy_share"] += 1
+            return None
+        for fund, harm in ((spec[0], spec[2]), (spec[1], spec[3]))[0 if self._harm_ok[r][c] else 1:]:
+            if abs(harm) > self._harm_amp * abs(fund):
+                st["harmonics"] += 1
+                return None
+        st["valid"] += 1
+        return 4 * r + c
+
+    def _amp(self, key: int, h: list[complex] | None) -> float:
+        if h is None:                  # no bins: the half was too quiet to be looked at
+            return 0.0
+        r, c = divmod(key, 4)
+        return abs(h[8 + r]) + abs(h[12 + c])
+
+    def _share(self, key: int, h: list[complex] | None) -> float:
+        """How much of a half the tone filled, from its Hann amplitude against a whole half's."""
+        g = min(1.0, self._amp(key, h) / self._ref) if self._ref > 0 else 0.0
+        return float(np.interp(g, self._share_g, self._share_p))
+
+    def _track(self, d: int | None) -> None:
+        hist = self._hist
+        active = self._active
+        if active is not None:
+            if d == active:
+                self._misses = 0
+                self._last, self._last_h = self._n, hist[-1].fast
+                self._ref = max(self._ref, self._amp(d, self._last_h))
+                self._cand, self._run = None, 0
+                return
+            self._misses += 1
+            if self._misses == 1:       # the newest half is the first the tone no longer fills
+                self._trail_h = hist[-1].fast
+            if self._misses >= self._release:
+                self._emit()
+        if d is None:
+            self._cand, self._run = None, 0
+            return
+        if d != self._cand:
+            self._cand, self._run = d, 0
+            self._cand_start, self._cand_h = self._n - 1, (hist[0].fast, hist[-2].fast)
+            self._cand_ref = self._amp(d, hist[-2].fast)
+        self._cand_ref = max(self._cand_ref, self._amp(d, hist[-1].fast))
+        self._run += 1
+        if self._run >= self._need:
+            if self._active is not None:   # another key without a pause: the first one is over
+                self._emit()
+            self._active, self._start, self._ref = d, self._cand_start, self._cand_ref
+            self._lead_h, self._start_h = self._cand_h
+            self._last, self._last_h, self._misses = self._n, hist[-1].fast, 0
+            self._cand, self._run = None, 0
+
+    def _emit(self) -> None:
+        """Report the released key; its duration counts the halves between the first and last
+        it filled whole, and the share it had of those two and of their outer neighbours."""
+        key = self._active
+        assert key is not None
+        halves = self._last - self._start - 1 + sum(
+            self._share(key, h) for h in (self._lead_h, self._start_h, self._last_h, self._trail_h))
+        ms = round(halves * self._half * 1000 / self.sample_rate)
+        self._ready.append(DtmfEvent(KEYPAD[key], ms, "inband"))
+        self._stats["events"] += 1
+        self._active = None
+        self._misses = 0
+
+
+def _dft_basis(sample_rate: int, n: np.ndarray, freqs: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Real matrix whose product with samples, viewed as complex, is sum w[n] x[n] e^{-j w n}."""
+    phase = 2 * np.pi * np.outer(n, freqs) / sample_rate
+    basis = np.empty((len(n), 2 * len(freqs)))
+    basis[:, 0::2] = np.cos(phase) * window
+    basis[:, 1::2] = -np.sin(phase) * window
+    return basis
+
+
+# ---------------------------------------------------------------------------------- SIP INFO
+
+_INFO_DEFAULT_MS = 100   # what phones and Asterisk assume when a dtmf-relay body has no Duration
+_INFO_MAX_MS = 60_000
+
+
+def _info_digit(value: str) -> str | None:
+    """A Signal value: the key itself, or its event code (some phones send 10/11 for * and #);
+    hook flash ('!' or 16) is a valid signal but no key (None)."""
+    v = value.strip()
+    if v == "!" or v == "16":
+        return None
+    if v.isdigit() and len(v) <= 2 and int(v) < len(DIGITS):
+        return DIGITS[int(v)]
+    if len(v) == 1 and v.upper() in DIGITS:
+        return v.upper()
+    raise ValueError(f"bad DTMF signal {value.strip()!r}")
+
+
+def parse_info(content_type: str, body: bytes) -> DtmfEvent | None:
+    """A SIP INFO body: the key press for application/dtmf-relay and application/dtmf, None for
+    other content (or a hook flash); ValueError (the dialog answers 400) for a malformed body."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype not in ("application/dtmf-relay", "application/dtmf"):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{ctype} body is not text") from None
+    if ctype == "application/dtmf":
+        if not text.strip():
+            raise ValueError("empty application/dtmf body")
+        digit = _info_digit(text)
+        return DtmfEvent(digit, _INFO_DEFAULT_MS, "info") if digit is not None else None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"dtmf-relay line without '=': {line.strip()[:20]!r}")
+        key = key.strip().lower()
+        if key in fields:
+            raise ValueError(f"dtmf-relay {key} given twice")
+        fields[key] = value
+    if "signal" not in fields:
+        raise ValueError("dtmf-relay body has no Signal")
+    digit = _info_digit(fields["signal"])
+    duration = _INFO_DEFAULT_MS
+    if "duration" in fields:
+        raw = fields["duration"].strip()
+        if not raw.isdigit():
+            raise ValueError(f"bad dtmf-relay Duration {raw[:12]!r}")
+        duration = min(int(raw), _INFO_MAX_MS) or _INFO_DEFAULT_MS
+    return DtmfEvent(digit, duration, "info") if digit is not None else None
