@@ -16,7 +16,7 @@ import socket
 import numpy as np
 import pytest
 
-from peers.netutil import PortAllocator as TestPorts
+from peers.netutil import PortAllocator as PeerPorts
 from softswitch.media.engine import MediaEngine
 from softswitch.media.g711 import alaw_encode, ulaw_encode
 from softswitch.media.ports import PortAllocator
@@ -73,7 +73,7 @@ def onset(frames: dict[int, np.ndarray], threshold: int = 4000) -> float:
 
 async def run_call(transcode: bool, jitter_ms: float, slow_tap: bool = False) -> dict:
     loop = asyncio.get_running_loop()
-    low = TestPorts().block(20, even=True)
+    low = PeerPorts().block(20, even=True)
     engine = MediaEngine(loop, "127.0.0.1", PortAllocator(low, low + 19))
     call = await engine.relay.create_call()
     phones = {}
