@@ -182,3 +182,24 @@ def test_clock_ticks_every_20ms_and_counts_late_frames():
     assert steady["late_frames"] <= 2, steady
     assert clock.late_frames > steady["late_frames"] + 5
     assert clock.stats()["max_late_ms"] > 10
+
+
+# --- RTCP seen by the relay ---------------------------------------------------------------------
+
+def test_relay_reports_give_party_loss_jitter_and_rtt():
+    from softswitch.media.relay import RelayReports
+    from softswitch.media.rtcp import ReportBlock, build_rr, build_sdes, build_sr, ntp_from_unix, ntp_middle32
+
+    clock = [100.0]
+    a, b = RelayReports(lambda: clock[0]), RelayReports(lambda: clock[0])
+    a.peer, b.peer = b, a
+    ntp = ntp_from_unix(1_700_000_000.25)
+    a.feed(build_sr(0xA, ntp, 1234, 50, 8000) + build_sdes(0xA, "a@x"))  # caller's SR, forwarded to B
+    clock[0] += 0.180  # B holds it 100 ms (DLSR), 40 ms each way between relay and B
+    block = ReportBlock(0xA, 64, 12, 70000, 160, ntp_middle32(ntp), int(0.100 * 65536))
+    b.feed(build_rr(0xB, [block]))
+    stats = b.stats()
+    assert stats["rtt_ms"] == pytest.approx(80.0, abs=0.1)
+    assert (stats["party_fraction_lost"], stats["party_packets_lost"], stats["party_jitter_ms"]) == (0.25, 12, 20.0)
+    a.feed(b"\x00 not rtcp")
+    assert a.stats()["garbage"] == 1 and a.stats()["rtt_ms"] is None
