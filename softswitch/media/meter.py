@@ -25,13 +25,14 @@ class LevelMeter:
         self._threshold = (32768.0 * 10 ** (SILENT_DBFS / 20)) ** 2 * 160
 
     async def run(self) -> None:
-        """Consume until the tap closes (the leg ended)."""
+        """Consume until the tap closes (the leg ended), a batch per wake-up."""
         async for frame in self.tap:
             self._add(frame)
+            self.drain()
 
     def _add(self, frame: TapFrame) -> None:
-        pcm = frame.pcm.astype(np.float32)
-        energy = float(np.dot(pcm, pcm))
+        pcm = frame.pcm.astype(np.int64)
+        energy = float(pcm.dot(pcm))
         stream = frame.stream
         self._energy[stream] += energy
         self._frames[stream] += 1

@@ -209,7 +209,7 @@ class RelayCall:
         for name, stream in self._streams.items():
             stream.params.te_pt = self._te[name]
 
-    def tap(self, leg: str = "a", maxsize: int = 500) -> Tap:
+    def tap(self, leg: str = "a", maxsize: int = 500, wake_batch: int = 1) -> Tap:
         """Frames of the call as ``leg``'s party has it: "rx" what it says, "tx" what it hears."""
         if leg not in ("a", "b"):
             raise ValueError(f"no leg {leg!r} (a or b)")
@@ -223,7 +223,7 @@ class RelayCall:
                 side._decode_to(self._streams[name])
             self._clock.add(self)
         point = self.tap_points.setdefault(leg, TapPoint())
-        return point.attach(maxsize)
+        return point.attach(maxsize, wake_batch)
 
     def tick(self, now: float) -> None:
         index = self._index

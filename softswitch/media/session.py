@@ -288,9 +288,9 @@ class MediaSession:
         for digit in digits:
             self.stream.queue_dtmf(digit, duration_ms)
 
-    def tap(self, maxsize: int = 500) -> Tap:
+    def tap(self, maxsize: int = 500, wake_batch: int = 1) -> Tap:
         """Subscribe to both directions: "rx" (the party speaking) and "tx" (what we play to it)."""
-        return self.taps.attach(maxsize)
+        return self.taps.attach(maxsize, wake_batch)
 
     # ------------------------------------------------------------------ teardown
     def stats(self) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 @dataclass(slots=True)
 class TapFrame:
     stream: str            # "rx" = what the party says, "tx" = what the party hears
-    index: int             # media-clock tick since the tap was attached; shared by both directions
+    index: int             # media-clock tick of the leg (since its media started); shared by both directions
     rtp_ts: int | None     # sender's RTP timestamp of pcm[0] (None for generated or silent audio)
     pcm: np.ndarray        # int16, 160 samples at 8 kHz; read-only, share it freely
     kind: str = "audio"    # "audio" | "concealed" | "silence"
@@ -34,8 +34,12 @@ class TapClosed(Exception):
 class Tap:
     """One subscriber's bounded frame queue."""
 
-    def __init__(self, maxsize: int = 500, on_close: Callable[[Tap], None] | None = None) -> None:
+    def __init__(self, maxsize: int = 500, on_close: Callable[[Tap], None] | None = None,
+                 wake_batch: int = 1) -> None:
         self.maxsize = maxsize
+        # wake the reader once this many frames wait: a consumer that can take its audio in
+        # 200 ms batches (a meter, a recorder) costs one task switch per batch, not per frame
+        self.wake_batch = wake_batch
         self._frames: deque[TapFrame] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._on_close = on_close
@@ -52,7 +56,8 @@ class Tap:
             self.dropped += 1
             return
         self._frames.append(frame)
-        self._wake()
+        if len(self._frames) >= self.wake_batch:
+            self._wake()
 
     def get_nowait(self) -> TapFrame | None:
         return self._frames.popleft() if self._frames else None
@@ -105,8 +110,8 @@ class TapPoint:
         self.taps: list[Tap] = []
         self.index = 0
 
-    def attach(self, maxsize: int = 500) -> Tap:
-        tap = Tap(maxsize, self._detach)
+    def attach(self, maxsize: int = 500, wake_batch: int = 1) -> Tap:
+        tap = Tap(maxsize, self._detach, wake_batch)
         self.taps.append(tap)
         return tap
 
