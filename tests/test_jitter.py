@@ -607,3 +607,44 @@ def test_push_and_pop_cost():
     assert s["played"] >= 2900 and s["late"] == 0 and s["overflow"] == 0
     print(f"[measured] jitter buffer: push {best_push * 1e6:.1f} µs, pop {best_pop * 1e6:.1f} µs "
           f"(best 100-packet chunk of 20, 20 ms packets); timeit push+pop {pair * 1e6:.1f} µs")
+
+
+def test_random_abuse_keeps_frames_well_formed_and_memory_bounded():
+    """Random sizes, timestamps, SSRCs, markers, arrival times and clock jumps, seeded: no exception, every
+    frame well formed, and (white-box) the buffered stretches sorted, disjoint and within max_buffer_ms."""
+    for seed in range(40):
+        rng = random.Random(seed)
+        frame = rng.choice([80, 160, 240])
+        jb = JitterBuffer(frame_samples=frame, depth_ms=rng.choice([0, 20, 60, 200]),
+                          adaptive=rng.random() < 0.6, min_depth_ms=rng.choice([0, 20]),
+                          max_depth_ms=rng.choice([20, 200, 500]), max_buffer_ms=rng.choice([100, 300, 1000]))
+        ts, seq, ssrc, now = rng.getrandbits(32), rng.getrandbits(16), 1, 0.0
+        noise = np.random.default_rng(seed)
+        for _ in range(500):
+            if rng.random() < 0.55:
+                n = rng.choice([0, 1, 17, 80, 160, 160, 240, 480, 9000])
+                event = rng.random()
+                if event < 0.02:
+                    ts = rng.getrandbits(32)
+                elif event < 0.04:
+                    ssrc = rng.choice([1, 2, 3])
+                elif event < 0.06:
+                    seq = rng.getrandbits(16)
+                elif event < 0.08:
+                    ts = (ts - rng.randint(0, 20000)) & MASK
+                arrival = now + rng.uniform(-0.05, 0.3) if rng.random() < 0.3 else now
+                jb.push(seq, ts, ssrc, rng.random() < 0.1, noise.integers(-30000, 30000, n).astype(np.int16),
+                        arrival)
+                if rng.random() < 0.9:
+                    seq, ts = (seq + 1) & 0xFFFF, (ts + n) & MASK
+            else:
+                now += rng.choice([0.02, 0.02, 0.02, 0.0, 0.1, 3.0])
+                fr = jb.pop(now)
+                assert fr.pcm.dtype == np.int16 and fr.pcm.shape == (frame,)
+                assert fr.kind in ("audio", "concealed", "silence")
+                assert fr.rtp_ts is None or 0 <= fr.rtp_ts <= MASK
+            stretches = jb._iv
+            assert all(a < b < c for (a, b), (c, _) in zip(stretches, stretches[1:]))
+            assert not stretches or stretches[-1][1] - jb._p <= jb._limit
+        s = jb.stats()
+        assert json.loads(json.dumps(s)) == s

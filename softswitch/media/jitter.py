@@ -7,15 +7,19 @@ audio is placed by RTP timestamp into a ring of samples rather than queued as pa
   it through an offset, unwrapped against ``P`` (so 32-bit wrap-around never shows). A resync or an
   SSRC change only changes the offset: ``P`` is our clock and does not jump with the sender's.
 * Delay is measured, not guessed from the fill level: ``D = now*rate - P - base``, ``base`` being the
-  smallest transit (arrival minus packet end) of the last ~2 s. A packet ``j`` samples slower than
+  smallest transit (arrival minus packet end) of the last 1-2 s. A packet ``j`` samples slower than
   the fastest one, ``n`` samples long, is in time iff ``j + n <= D``. The adaptive target follows the
-  largest recent ``j + n`` (+5 ms): at once upwards, with a 2 s time constant downwards.
+  largest recent ``j + n`` (+5 ms): at once upwards, with a 2 s time constant downwards; when the
+  fastest path itself gets slower (a route change) the target drops with it, so the step is not
+  paid twice.
 * ``P`` moves one frame per pop except for one-frame steps towards the target: it stands still while a
-  frame is missing anyway (or, in continuous audio, one pitch-repeated frame is inserted) and skips
-  ahead in silence (any amount) or drops one frame with a 5 ms cross-fade in continuous audio.
-* Loss concealment follows G.711 Appendix I, simplified: repeat the last pitch period (5..15 ms, by
-  normalised cross-correlation) with its loop point overlap-added, gain 1 -> 0.5 -> 0.25 -> 0 over
-  three frames; every return to received audio cross-fades out of the concealment over 5 ms.
+  frame is missing anyway (or, in continuous audio, one pitch-repeated frame is inserted, at most one
+  per 200 ms) and skips ahead in silence (any amount) or drops one frame with a 5 ms cross-fade in
+  continuous audio (after 1 s of surplus). ``Frame.rtp_ts`` shows such a step as a repeat or a skip.
+* Loss concealment follows G.711 Appendix I, simplified: repeat the last pitch period (5..20 ms, by
+  normalised cross-correlation) with its loop point overlap-added and its first sample stepping from
+  the last real one as the signal did a period earlier; gain 1 -> 0.5 -> 0.25 -> 0 over three frames.
+  Every return to received audio cross-fades out of the concealment (or silence) over 5 ms.
 * Silence is digital zeros, not a noise floor: VAD, level meter, recorder and ASR downstream read
   exact zeros as silence without a threshold, and zeros need no random state. Comfort noise, if
   wanted, is the phone's business (RFC 3389).
@@ -26,12 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 MASK = 0xFFFFFFFF
 INF = float("inf")
 HALF = 1 << 31
-SEEN_SLOTS = 1024        # (seq, ts) keys remembered for duplicate detection
+SEEN_SLOTS = 256         # (seq, ts) keys remembered for duplicate detection: 5 s of 20 ms packets
 BLOCK_S = 1.0            # transit minimum / need maximum are kept per block; two blocks = the window
 STRAGGLER_S = 0.5        # packets of the previous SSRC this soon after a change are stragglers, not a change back
 RELEASE_TAU_S = 2.0      # the adaptive target shrinks towards the need with this time constant
@@ -46,25 +49,19 @@ class Frame:
     kind: str                # "audio" | "concealed" | "silence"
 
 
-def _pitch(h: np.ndarray, lo: int, hi: int, corr: int) -> int:
-    """Lag (lo..hi) whose earlier stretch best matches the last ``corr`` samples: the period to repeat."""
-    t = h[-corr:]
-    seg = h[-(corr + hi):-lo]
-    num = sliding_window_view(seg, corr) @ t                  # window j ends hi - j samples before the end
-    sq = np.concatenate(([0.0], np.cumsum(seg.astype(np.float64) ** 2)))
-    energy = sq[corr:] - sq[:-corr] + 1.0
-    return hi - int(np.argmax(num * np.abs(num) / energy))
+def _pitch(h: np.ndarray, lo: int, hi: int, ones: np.ndarray) -> int:
+    """Lag (lo..hi) whose earlier stretch best matches the last ``len(ones)`` samples: the period to repeat."""
+    seg = h[-(len(ones) + hi):-lo]
+    num = np.correlate(seg, h[-len(ones):], "valid")     # [j]: the stretch ending hi - j before the end
+    energy = np.correlate(seg * seg, ones, "valid")
+    return hi - int(np.argmax(num * np.abs(num) / (energy + 1.0)))
 
 
-def _runs(v: np.ndarray) -> list[tuple[int, int, bool]]:
-    """(start, end, received) stretches of a frame's validity mask."""
-    bounds = [0, *(np.flatnonzero(v[1:] != v[:-1]) + 1).tolist(), len(v)]
-    ok = bool(v[0])
-    runs = []
-    for a, b in zip(bounds, bounds[1:]):
-        runs.append((a, b, ok))
-        ok = not ok
-    return runs
+def _to_pcm(x: np.ndarray) -> np.ndarray:
+    """float32 samples -> int16, saturating (np.clip's wrapper costs more than the two ufuncs)."""
+    np.minimum(x, 32767, out=x)
+    np.maximum(x, -32768, out=x)
+    return np.rint(x, out=x).astype(np.int16)
 
 
 def _ramp(k: int) -> np.ndarray:
@@ -74,44 +71,49 @@ def _ramp(k: int) -> np.ndarray:
 @dataclass(slots=True)
 class _Concealer:
     """Continues the last output by pitch repetition; its gain schedule turns a long loss into silence."""
-    fade: int                        # samples over which the entry step is corrected
-    gain_x: np.ndarray               # gain schedule over samples since the loss began
-    gain_y: np.ndarray
+    gain: np.ndarray                 # gain by samples since the loss began, zero from ``decay`` on
+    decay: int
+    entry: np.ndarray                # weight of the first samples' step correction (1 -> 0)
     lo: int
     hi: int
-    corr: int
+    ones: np.ndarray                 # the correlation window
+    rise: np.ndarray                 # 1, 2, 3, ... for the overlap-add weights
+    span: int                        # the most samples asked for at once (a frame)
     active: bool = False
     stretch: bool = False            # an inserted frame (delay step): full gain, the loss clock stands
-    cycle: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    loop: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))   # the cycle, repeated
     period: int = 1
     phase: int = 0
     pos: int = 0                     # samples concealed since the loss began
     since: int = 0                   # samples produced since start
     jump: float = 0.0
 
+    @property
+    def silent(self) -> bool:
+        return self.active and not self.stretch and self.pos >= self.decay
+
     def start(self, hist: np.ndarray, stretch: bool = False) -> None:
-        period = _pitch(hist, self.lo, self.hi, self.corr)
+        period = _pitch(hist, self.lo, self.hi, self.ones)
         cycle = hist[-period:].copy()
-        ola = period // 4
-        if ola:  # bend the cycle's tail into the sample before its head, so looping it has no step
-            w = np.arange(1, ola + 1, dtype=np.float32) / np.float32(ola)
-            cycle[-ola:] += (hist[-period - ola:-period] - cycle[-ola:]) * w
-        self.cycle, self.period, self.phase, self.pos, self.since = cycle, period, 0, 0, 0
+        ola = period // 4        # bend the cycle's tail into the sample before its head: looping has no step
+        cycle[-ola:] += (hist[-period - ola:-period] - cycle[-ola:]) * (self.rise[:ola] / np.float32(ola))
+        self.loop = np.tile(cycle, -(-(self.span + period) // period))
+        self.period, self.phase, self.pos, self.since = period, 0, 0, 0
         # the first repeated sample must step from the last real one as the signal did a period ago
         self.jump = float(hist[-1] - hist[-period - 1])
         self.active, self.stretch = True, stretch
 
     def next(self, n: int) -> np.ndarray | None:
-        """The next n samples, or None once the gain reached zero."""
-        if not self.stretch and self.pos >= self.gain_x[-1]:
+        """The next n (at most a frame) samples, or None once the gain reached zero."""
+        if not self.stretch and self.pos >= self.decay:
             self.pos += n
             return None
-        y = self.cycle[np.arange(self.phase, self.phase + n) % self.period]
-        if self.since < self.fade:
-            k = np.arange(self.since, self.since + n, dtype=np.float32)
-            y = y + np.float32(self.jump) * np.clip(1 - k / self.fade, 0, None)
+        y = self.loop[self.phase:self.phase + n].copy()
+        if self.since < len(self.entry):
+            m = min(n, len(self.entry) - self.since)
+            y[:m] += np.float32(self.jump) * self.entry[self.since:self.since + m]
         if not self.stretch:
-            y = y * np.interp(np.arange(self.pos, self.pos + n), self.gain_x, self.gain_y).astype(np.float32)
+            y *= self.gain[self.pos:self.pos + n]
             self.pos += n
         self.phase = (self.phase + n) % self.period
         self.since += n
@@ -119,6 +121,8 @@ class _Concealer:
 
 
 class JitterBuffer:
+    """One received stream: ``push`` per packet as it arrives, ``pop`` per frame on the media clock."""
+
     def __init__(self, frame_samples: int = 160, clock_rate: int = 8000, depth_ms: int = 60,
                  adaptive: bool = True, min_depth_ms: int = 20, max_depth_ms: int = 200,
                  max_buffer_ms: int = 1000) -> None:
@@ -140,8 +144,11 @@ class JitterBuffer:
         self._fade = max(1, clock_rate // 200)                          # 5 ms cross-fades
         self._alpha = f / clock_rate / RELEASE_TAU_S
         lo, hi, corr = clock_rate // 200, clock_rate // 50, clock_rate // 50    # pitch 50..200 Hz+
-        self._conc = _Concealer(self._fade, np.array([0, f, 2 * f, 3 * f], np.float64),
-                                np.array([1.0, 0.5, 0.25, 0.0]), lo, hi, corr)
+        gain = np.interp(np.arange(4 * f), [0, f, 2 * f, 3 * f], [1.0, 0.5, 0.25, 0.0]).astype(np.float32)
+        entry = 1 - np.arange(self._fade, dtype=np.float32) / np.float32(self._fade)
+        self._conc = _Concealer(gain, 3 * f, entry, lo, hi, np.ones(corr, np.float32),
+                                np.arange(1, hi // 4 + 1, dtype=np.float32), f)
+        self._ramp = _ramp(self._fade)
         self._hist = np.zeros(corr + hi + 8, np.float32)                # the last output, for concealment
         self._hist_run = 0        # output since _hist was brought up to date, still in the ring behind P
         self._zeros = np.zeros(f, np.int16)
@@ -447,7 +454,7 @@ class JitterBuffer:
                 return self._mixed(p, 0)
             if surplus > 1.5 * f:                    # skip ahead: all of the surplus once it is silent
                 conc = self._conc
-                silent = self._fresh or (conc.active and not conc.stretch and conc.pos >= conc.gain_x[-1])
+                silent = self._fresh or conc.silent
                 step = self._first_audio(q, int(surplus) if silent else f)
                 if step > 0:
                     self._shrunk += 1
@@ -482,7 +489,7 @@ class JitterBuffer:
                         conc.start(self._history(out, a))
                     k = min(self._fade, b - a)
                     c = conc.next(k)
-                    w = _ramp(k)
+                    w = self._ramp if k == self._fade else _ramp(k)
                     seg[:k] = seg[:k] * w if c is None else c + (seg[:k] - c) * w
                 conc.active = False
                 self._cont, self._fresh = True, False
@@ -514,8 +521,7 @@ class JitterBuffer:
             self._silence += 1
             self._remember(self._zeros)
             return Frame(self._zeros, self._rtp(p), "silence")
-        np.clip(out, -32768, 32767, out=out)
-        pcm = np.rint(out).astype(np.int16)
+        pcm = _to_pcm(out)
         self._remember(pcm)
         return Frame(pcm, self._rtp(p), kind)
 
@@ -525,8 +531,7 @@ class JitterBuffer:
         conc.start(self._history_now(), stretch=True)
         out = conc.next(self.frame)
         assert out is not None
-        np.clip(out, -32768, 32767, out=out)
-        pcm = np.rint(out).astype(np.int16)
+        pcm = _to_pcm(out)
         self._cont = False
         self._cool = 0
         self._grown += 1
@@ -541,8 +546,8 @@ class JitterBuffer:
         self._history_now()
         out = self._slice(p + f, f).astype(np.float32)
         skipped = self._slice(p, k).astype(np.float32)
-        out[:k] = skipped + (out[:k] - skipped) * _ramp(k)
-        pcm = np.rint(out).astype(np.int16)
+        out[:k] = skipped + (out[:k] - skipped) * self._ramp
+        pcm = _to_pcm(out)
         self._consume(p + 2 * f)
         self._p = p + 2 * f
         self._cool = self._surplus_run = 0
@@ -587,6 +592,7 @@ class JitterBuffer:
         return self._target * 1000 / self.rate
 
     def stats(self) -> dict:
+        """Counters for the call's media stats and CDR; ``grown``/``shrunk`` count one-frame delay steps."""
         to_ms = 1000 / self.rate
         return {"received": self._received, "played": self._played, "late": self._late,
                 "duplicates": self._duplicates, "concealed": self._concealed, "silence": self._silence,
