@@ -196,34 +196,82 @@ class Rfc4733Sender:
 class InbandThresholds:
     """Decision limits of ``InbandDetector`` (levels in dBFS: sine peak re full scale; for G.711
     0 dBm0 is -3.17 dBFS)."""
-    min_level_dbfs: float = -32.0     # per tone; Q.24 wants -26 dBm0 (-29 dBFS) to work
-    max_twist_high_db: float = 6.0    # high group louder ("normal twist"); Q.24 asks >= 4 dB
-    max_twist_low_db: float = 9.0     # low group louder ("reverse twist"); Q.24 asks >= 8 dB
+    min_level_dbfs: float = -32.0     # per tone; receivers must work down to ~-26 dBm0 (-29 dBFS)
+    max_twist_high_db: float = 6.0    # high group louder ("normal twist"); usual limit 4 dB
+    max_twist_low_db: float = 9.0     # low group louder ("reverse twist"); usual limit 8 dB
     max_freq_dev: float = 0.025       # Q.24: accept 1.5 %, reject 3.5 %: cut in between
-    group_margin_db: float = 10.0     # a group's tone over its strongest neighbour (true tone: >= 13 dB)
+    group_margin_db: float = 6.0      # a group's tone over its strongest neighbour in the N=160 bins
+                                      # (a tone 1.7 % off towards a neighbour: ~9 dB)
     min_tone_ratio: float = 0.75      # the pair's share of all energy: speech and music spread theirs
     max_harmonic_db: float = -15.0    # 2nd harmonic re fundamental: voices and instruments have them
-    half_consistency: float = 0.6     # both 10 ms halves of a window carry the tone (amplitude ratio)
+    octave_hz: float = 8.0            # column within this of 2x row: one sound and its harmonic
+                                      # (real pairs at +-1.5 % (+2 Hz) stay >= 11 Hz off)
+    steady: float = 0.7               # Hann amplitude, weakest/strongest of the window's first,
+                                      # middle and last 10 ms: beating or fading sounds are no tone
+    max_bend_hz: float = 10.0         # the middle 10 ms' phase vs the halves' (pure tone: < 5 Hz)
     release_ms: int = 40              # Q.24 interdigit pause; shorter dropouts are bridged
+
+
+@dataclass(frozen=True, eq=False)
+class _Bases:
+    """The detector's constant matrices for one sample rate (read-only, shared by instances)."""
+    rect: np.ndarray        # rectangular DFT of a half at the 8 frequencies
+    slow: np.ndarray        # Hann half, rising and falling half of the N=160 Hann window
+    all: np.ndarray         # rect and slow side by side: one product while a key may be down
+    mid: np.ndarray         # the Hann half, contiguous, for the middle 10 ms of a window
+    hann160: np.ndarray
+    minus_jwn: np.ndarray   # -j 2 pi n / fs over a window, for probes at any frequency
+    share_p: np.ndarray     # a Hann half's amplitude (share_g) when a tone fills share p of it
+    share_g: np.ndarray
+
+    @staticmethod
+    def build(sample_rate: int) -> _Bases:
+        half = sample_rate // 100
+        fund = np.array(ROW_HZ + COL_HZ)
+        n = np.arange(half)
+        hann80 = 0.5 - 0.5 * np.cos(2 * np.pi * (n + 0.5) / half)
+        hann160 = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(2 * half) + 0.5) / (2 * half))
+        rect = _dft_basis(sample_rate, n, fund, np.ones((half, 8)))
+        slow = _dft_basis(sample_rate, n, np.tile(fund, 3), np.concatenate(
+            (np.repeat(hann80[:, None], 8, 1), np.repeat(hann160[:half, None], 8, 1),
+             np.repeat(hann160[half:, None], 8, 1)), 1))
+        share_p = np.linspace(0, 1, 81)
+        share_g = np.array([hann80[:int(round(q * half))].sum() for q in share_p]) / hann80.sum()
+        arrays = (rect, slow, np.concatenate((rect, slow), 1), np.ascontiguousarray(slow[:, :16]),
+                  hann160, -2j * np.pi * np.arange(2 * half) / sample_rate, share_p, share_g)
+        for a in arrays:
+            a.setflags(write=False)
+        return _Bases(*arrays)
+
+
+# A row tone's 2nd harmonic is only judged this far from the column tone: through the N=160 Hann
+# window a tone 90 Hz away leaks in at < -27 dB (1394 Hz, 2 x 697, is 58 Hz from 1336 Hz).
+_HARMONIC_CLEARANCE_HZ = 90.0
 
 
 @dataclass(slots=True)
 class _Half:
-    """10 ms of audio: samples, energy, and (if a window needed them) DFT bins."""
-    x: np.ndarray
+    """10 ms of audio (row ``i`` of ``frame``), its energy, and the DFT bins a window needed so far."""
+    frame: np.ndarray
+    i: int
     e: float
-    bins: np.ndarray | None = None     # all 48 complex bins
-    fast: list[complex] | None = None  # bins 0-15 as Python numbers (rectangular, Hann half)
+    rect: list[complex] | None = None   # rectangular bins at the 8 frequencies
+    slow: np.ndarray | None = None      # Hann half, rising and falling half of the N=160 Hann (8 each)
+    hann: list[complex] | None = None   # the Hann half bins as Python numbers
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.frame[self.i]
 
 
 class InbandDetector:
     """DTMF tones in audio frames; one ``DtmfEvent`` when a key is released.
 
-    The analysis unit is a 10 ms half (N=80 at 8 kHz). A decision window is two adjacent halves
-    (20 ms, hop 10 ms), so a tone that starts or stops mid-frame is still seen whole in the
-    windows inside it. Halves too quiet to hold a tone pair cost two dot products; the others are
-    reduced by one matrix product per frame ((2x80) @ (80x96)) to DFT bins at the 8 DTMF
-    frequencies (and 2nd harmonics) with the windows below. Why each measure:
+    The analysis unit is a 10 ms half (N=80 at 8 kHz); a decision window is two adjacent halves
+    (20 ms, hop 10 ms), so a tone that starts or stops mid-frame is still seen whole in the windows
+    inside it. Cost: a quiet frame costs its energy; a loud one a matrix product for the 8
+    rectangular bins of its halves, which already reject most speech; only windows that pass get
+    the windowed bins (one more product) and the checks below. Why each measure:
 
     * One tone per group: the halves' rectangular bins summed with a phase rotation are an N=160
       DFT, 50 Hz bins: 697 Hz leaks into the 770 Hz bin at -13 dB (N=80: -9.7 dB, too close).
@@ -231,19 +279,25 @@ class InbandDetector:
       much as 3.5 % at 697 Hz, so no level test fits all eight tones. The phase advance between
       the halves measures the offset (~0.4 Hz noise at 20 dB SNR), unwrapped beyond +-50 Hz by the
       phase of the middle 10 ms, and is compared to 2.5 % of the nominal frequency.
-    * Both halves must carry the tone (Hann amplitude ratio >= 0.6): Hann weighs a block's edges
-      down, so a tone covering p of one half and 1-p of the next (a 20 ms tone) reads
-      g(p) + g(1-p) = 1 and never passes twice; rectangular partial blocks would leak the other
-      group's tone at up to -13 dB.
-    * Level, twist, energy share and 2nd harmonics use a Hann-windowed N=160 DFT (built from
-      rising/falling half-window bins), corrected for the measured offset: its sidelobes keep the
-      other group's tone below -50 dB (rectangular N=160: -25 dB, 1-2 dB of twist error).
+    * Steadiness: the tone's Hann amplitude in the first, middle and last 10 ms within
+      ``steady``, and its phase advancing evenly (``max_bend_hz``): beats of two sounds in one
+      bin, and onsets, fail. Hann weighs a block's edges down, so a tone covering p of one half
+      and 1-p of the next (a 20 ms tone) reads g(p) + g(1-p) = 1 and never passes twice
+      (rectangular partial blocks would leak the other group's tone at up to -13 dB).
+    * Level, twist and energy share use the Hann N=160 DFT (from rising/falling half-window
+      bins) corrected for the measured offset: its sidelobes keep the other group's tone below
+      -50 dB (rectangular N=160: -25 dB, 1-2 dB of twist error).
+    * Not one sound with its harmonics: no column tone at twice the row frequency (``octave_hz``;
+      a note near 835 Hz and its own harmonic read as 'C'), and 2nd harmonics below
+      ``max_harmonic_db``, measured at twice the *measured* frequencies (the row tone's only with
+      no column tone within 90 Hz of it).
 
-    A digit is confirmed by ``min_duration_ms/10 - 2`` consecutive valid windows (2 for 40 ms: a
-    40 ms tone holds >= 3 whole halves at any alignment; a 20 ms tone never yields 2) and released
-    after ``release_ms`` of windows without it (a 40 ms pause always spans >= 5 windows, a 10 ms
-    dropout at most 3). Duration = whole halves + the tone's share of the partial halves at both
-    ends, from their Hann amplitude (within ~3 ms).
+    A key is confirmed by ``min_duration_ms/10 - 2`` consecutive valid windows (2 for 40 ms: a
+    40 ms tone holds >= 3 whole halves at any alignment, a 20 ms tone never yields 2), then held
+    while its pair stays strongest, steady and on frequency (the other checks only guard the
+    start), and released after ``release_ms`` of windows without it (a 40 ms pause always spans
+    >= 5 windows, a 10 ms dropout at most 3). Duration = whole halves + the tone's share of the
+    partial halves at both ends, from their Hann amplitude (within ~3 ms).
     """
 
     def __init__(self, sample_rate: int = 8000, min_duration_ms: int = 40,
@@ -254,67 +308,47 @@ class InbandDetector:
         self.sample_rate = sample_rate
         self.min_duration_ms = min_duration_ms
         half = self._half = sample_rate // 100
-        fund = np.array(ROW_HZ + COL_HZ)
-        probes = np.concatenate((fund, 2 * fund))
-        n = np.arange(half)
-        hann80 = 0.5 - 0.5 * np.cos(2 * np.pi * (n + 0.5) / half)
-        hann160 = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(2 * half) + 0.5) / (2 * half))
-        # columns (complex): 0-7 rectangular, 8-15 Hann half, 16-31 rising and 32-47 falling
-        # half of the N=160 Hann window (fundamentals then harmonics)
-        weights = np.concatenate((np.ones((half, 8)), np.repeat(hann80[:, None], 8, 1),
-                                  np.repeat(hann160[:half, None], 16, 1),
-                                  np.repeat(hann160[half:, None], 16, 1)), 1)
-        self._basis = _dft_basis(sample_rate, n, np.concatenate((fund, fund, probes, probes)), weights)
-        self._mid_basis = self._basis[:, 16:32]          # Hann half, for the middle 10 ms
-        self._rot = [cmath.exp(-2j * math.pi * f * half / sample_rate) for f in probes]
+        b = self._bases = _BASES_8000 if sample_rate == 8000 else _Bases.build(sample_rate)
+        fund = ROW_HZ + COL_HZ
+        self._rot = [cmath.exp(-2j * math.pi * f * half / sample_rate) for f in fund]
         self._rot_mid = [cmath.exp(-1j * math.pi * f * half / sample_rate) for f in fund]
         self._hz_per_rad = sample_rate / half / (2 * math.pi)
+        self._turn_hz = sample_rate / half            # a full phase turn between halves: 100 Hz
         self._max_dev_hz = [t.max_freq_dev * f for f in fund]
-        # power gain of the Hann N=160 bin against the tone's offset, every 0.25 Hz to +-100 Hz
-        offsets = np.arange(-400, 401) / 4
-        n160 = np.arange(2 * half)
-        gains = np.abs(np.exp(2j * np.pi * np.outer(offsets, n160) / sample_rate) @ hann160)
-        self._amp_norm = [4 / float(g) ** 2 for g in gains]   # |S|^2 * this = amplitude^2
-        # a Hann half's amplitude when the tone fills its first (or last) share p of it
-        self._share_p = np.linspace(0, 1, 81)
-        self._share_g = np.array([hann80[:int(round(q * half))].sum() for q in self._share_p]) / hann80.sum()
+        self._hold_dev_hz = [min(d, self._turn_hz / 2 - 10) for d in self._max_dev_hz]
+        self._gain0 = float(b.hann160.sum()) ** 2
         a_min = 32768.0 * 10 ** (t.min_level_dbfs / 20)
         self._e_min = 2 * half * a_min * a_min          # window energy of two tones at the minimum
         self._a_min2 = a_min * a_min
         self._margin = 10 ** (t.group_margin_db / 20)   # on magnitudes
         self._twist_hi = 10 ** (t.max_twist_high_db / 10)
         self._twist_lo = 10 ** (-t.max_twist_low_db / 10)
-        self._harm_amp = 10 ** (t.max_harmonic_db / 20)
-        self._cons2 = t.half_consistency ** 2
+        self._harm2 = 10 ** (t.max_harmonic_db / 10)
+        self._steady2 = t.steady ** 2
         self._ratio = t.min_tone_ratio / half            # tone energy: 2N * A^2 / 2
-        # 1394 Hz (2 x 697) is 58 Hz from 1336: such a pair cannot tell a harmonic from the tone
-        self._harm_ok = [[abs(2 * fr - fc) >= 150 for fc in COL_HZ] for fr in ROW_HZ]
         self._need = max(1, min_duration_ms // 10 - 2)
         self._release = max(2, t.release_ms // 10)
-        self._stats = dict.fromkeys(("windows", "quiet", "groups", "halves", "frequency", "level",
-                                     "twist", "energy_share", "harmonics", "valid", "events"), 0)
+        self._stats = dict.fromkeys(("windows", "quiet", "groups", "steady", "bend", "frequency",
+                                     "octave", "level", "twist", "energy_share", "harmonics", "valid",
+                                     "held", "events"), 0)
         self.reset()
 
     def reset(self) -> None:
         """Forget the audio so far (a new stream, or audio that was not contiguous)."""
-        none = [0j] * 16
-        quiet = _Half(np.zeros(self._half), 0.0, np.zeros(48, np.complex128), none)
+        quiet = _Half(np.zeros((1, self._half)), 0, 0.0)
         self._hist: deque[_Half] = deque([quiet, quiet], maxlen=3)
         self._tail: np.ndarray | None = None
         self._n = 0                    # index of the newest half
         # the run of valid windows that may become a key press
         self._cand: int | None = None
         self._run = self._cand_start = 0
-        self._cand_h: tuple[list[complex] | None, list[complex] | None] = (none, none)
+        self._cand_h = (quiet, quiet)
         self._cand_ref = 0.0
-        # the key press in progress: first and last half of its valid windows, the bins of
-        # those and of their outer neighbours (for the duration), a whole half's amplitude
+        # the key press in progress: first and last half of its valid windows, those halves and
+        # their outer neighbours (for the duration), a whole half's amplitude
         self._active: int | None = None
         self._start = self._last = self._misses = 0
-        self._lead_h: list[complex] | None = none
-        self._start_h: list[complex] | None = none
-        self._last_h: list[complex] | None = none
-        self._trail_h: list[complex] | None = none
+        self._lead_h = self._start_h = self._last_h = self._trail_h = quiet
         self._ref = 0.0
         self._ready: deque[DtmfEvent] = deque()
 
@@ -323,7 +357,7 @@ class InbandDetector:
         return KEYPAD[self._active] if self._active is not None else None
 
     def stats(self) -> dict[str, int]:
-        """Windows analysed, the first check each invalid one failed, events."""
+        """Windows analysed, the first check each invalid one failed, valid and held ones, events."""
         return dict(self._stats)
 
     def feed(self, pcm: np.ndarray) -> DtmfEvent | None:
@@ -339,76 +373,94 @@ class InbandDetector:
         if not n:
             return self._ready.popleft() if self._ready else None
         xs = x[:n * half].reshape(n, half)
-        halves = [_Half(row, float(np.dot(row, row))) for row in xs]
-        # bins only where a window is loud enough to hold a tone pair (silence costs no DFT)
+        energies = np.add.reduce(xs * xs, 1).tolist()
+        halves = [_Half(xs, i, e) for i, e in enumerate(energies)]
+        # rectangular bins only where a window is loud enough to hold a tone pair
         e_min = self._e_min
-        prev = self._hist[-1]
-        todo: list[_Half] = []
-        for h in halves:
-            if prev.e + h.e >= e_min:
-                if prev.bins is None:
-                    todo.append(prev)
-                todo.append(h)
-            prev = h
+        last = self._hist[-1]
+        loud = [last.e + energies[0] >= e_min] + [a + b >= e_min for a, b in zip(energies, energies[1:])]
+        if not any(loud) and self._active is None and self._cand is None:
+            self._hist.extend(halves)          # nothing to look at, nothing pending
+            self._n += n
+            self._stats["windows"] += n
+            self._stats["quiet"] += n
+            return self._ready.popleft() if self._ready else None
+        todo = [last] if loud[0] and last.rect is None else []
+        todo += [h for i, h in enumerate(halves) if loud[i] or (i + 1 < n and loud[i + 1])]
         if todo:
             rows = xs if len(todo) == n and todo[0] is halves[0] else np.array([h.x for h in todo])
-            bins = np.dot(rows, self._basis)
-            for h, row in zip(todo, bins.view(np.complex128)):
-                h.bins = row
-                h.fast = row[:16].tolist()
-        for h in halves:
-            self._push(h)
+            if self._active is None and self._cand is None:
+                for h, rect in zip(todo, np.dot(rows, self._bases.rect).view(np.complex128).tolist()):
+                    h.rect = rect
+            else:                              # a key is (perhaps) down: all bins in one product
+                bins = np.dot(rows, self._bases.all).view(np.complex128)
+                for h, row, fast in zip(todo, bins, bins[:, :16].tolist()):
+                    h.rect, h.hann, h.slow = fast[:8], fast[8:], row[8:]
+        for h, is_loud in zip(halves, loud):
+            self._hist.append(h)
+            self._n += 1
+            self._stats["windows"] += 1
+            if is_loud:
+                self._track(self._window(self._hist[-2], h))
+            else:
+                self._stats["quiet"] += 1
+                self._track(None)
         return self._ready.popleft() if self._ready else None
 
     # ----------------------------------------------------------------------------- internals
-    def _push(self, h: _Half) -> None:
-        hist = self._hist
-        hist.append(h)
-        self._n += 1
-        a = hist[-2]
-        if a.e + h.e >= self._e_min:
-            self._track(self._window(a, h))
-        else:
-            self._stats["windows"] += 1
-            self._stats["quiet"] += 1
-            self._track(None)
+    def _slow(self, h: _Half) -> _Half:
+        """The windowed bins of a half, computed once when first needed."""
+        if h.slow is None:
+            h.slow = np.dot(h.x, self._bases.slow).view(np.complex128)
+            h.hann = h.slow[:8].tolist()
+        return h
 
     def _window(self, wa: _Half, wb: _Half) -> int | None:
         """The key whose tone pair fills both halves, or None (the first failed check is counted)."""
         st = self._stats
-        st["windows"] += 1
-        ha, hb = wa.fast, wb.fast
+        ra, rb = wa.rect, wb.rect
+        assert ra is not None and rb is not None
         rot = self._rot
-        mag = [abs(ha[k] + rot[k] * hb[k]) for k in range(8)]   # rectangular, N = both halves
+        mag = [abs(ra[k] + rot[k] * rb[k]) for k in range(8)]   # rectangular, N = both halves
         rows, cols = sorted(mag[:4]), sorted(mag[4:])
         if rows[3] < self._margin * rows[2] or cols[3] < self._margin * cols[2]:
             st["groups"] += 1
             return None
         r = mag.index(rows[3])
         c = mag.index(cols[3], 4) - 4
-        keys = (r, 4 + c)
+        key, keys = 4 * r + c, (r, 4 + c)
+        ha, hb = self._slow(wa).hann, self._slow(wb).hann
+        assert ha is not None and hb is not None
+        if key == self._active and self._held(ha, hb, keys):
+            st["held"] += 1
+            return key
+        h2 = self._half // 2
+        mid = np.dot(np.concatenate((wa.x[h2:], wb.x[:h2])), self._bases.mid).view(np.complex128)
         devs = []
         for k in keys:
-            a, b = ha[8 + k], hb[8 + k]                          # Hann halves
-            pa, pb = a.real * a.real + a.imag * a.imag, b.real * b.real + b.imag * b.imag
-            if min(pa, pb) < self._cons2 * max(pa, pb):
-                st["halves"] += 1
+            a, b, m = ha[k], hb[k], complex(mid[k])       # Hann: first, last, middle 10 ms
+            pa, pb, pm = abs(a) ** 2, abs(b) ** 2, abs(m) ** 2
+            if min(pa, pb, pm) < self._steady2 * max(pa, pb, pm):
+                st["steady"] += 1
                 return None
-            dev = cmath.phase(b * a.conjugate() * rot[k]) * self._hz_per_rad
-            if abs(dev) > 0.25 * math.pi * self._hz_per_rad:   # past 25 Hz: which side of +-50?
-                x = np.concatenate((wa.x[self._half // 2:], wb.x[:self._half // 2]))
-                mid = complex(*np.dot(x, self._mid_basis[:, 2 * k:2 * k + 2]))
-                coarse = 2 * cmath.phase(mid * a.conjugate() * self._rot_mid[k]) * self._hz_per_rad
-                turn = 2 * math.pi * self._hz_per_rad
-                dev += turn * round((coarse - dev) / turn)
-            if abs(dev) > self._max_dev_hz[k]:
+            fine = cmath.phase(b * a.conjugate() * rot[k]) * self._hz_per_rad        # +-50 Hz
+            coarse = 2 * cmath.phase(m * a.conjugate() * self._rot_mid[k]) * self._hz_per_rad
+            fine += self._turn_hz * round((coarse - fine) / self._turn_hz)
+            if abs(coarse - fine) > self.thresholds.max_bend_hz:
+                st["bend"] += 1     # the phase does not advance evenly: more than one sinusoid
+                return None
+            if abs(fine) > self._max_dev_hz[k]:
                 st["frequency"] += 1
                 return None
-            devs.append(dev)
-        ra, fb = wa.bins, wb.bins
-        spec = [ra[16 + k] + rot[k] * fb[32 + k] for k in keys + (8 + r, 12 + c)]   # Hann N=160
-        ar, ac = ((s.real * s.real + s.imag * s.imag) * self._amp_norm[min(800, max(0, round(4 * d) + 400))]
-                  for s, d in zip(spec, devs))
+            devs.append(fine)
+        f_row, f_col = ROW_HZ[r] + devs[0], COL_HZ[c] + devs[1]
+        if abs(f_col - 2 * f_row) < self.thresholds.octave_hz:
+            st["octave"] += 1         # one periodic sound and its 2nd harmonic, not two keys' tones
+            return None
+        sa, sb = wa.slow, wb.slow
+        assert sa is not None and sb is not None
+        spec = [sa[8 + k] + rot[k] * sb[16 + k] for k in keys]   # Hann N=160
+        ar, ac = (4 * abs(s) ** 2 / self._hann_gain2(d) for s, d in zip(spec, devs))   # amplitude^2
         if min(ar, ac) < self._a_min2:
             st["level"] += 1
             return None
@@ -418,23 +470,51 @@ class InbandDetector:
         if ar + ac < self._ratio * (wa.e + wb.e):
             st["energy_share"] += 1
             return None
-        for fund, harm in ((spec[0], spec[2]), (spec[1], spec[3]))[0 if self._harm_ok[r][c] else 1:]:
-            if abs(harm) > self._harm_amp * abs(fund):
+        x = np.concatenate((wa.x, wb.x)) * self._bases.hann160
+        clear = abs(2 * f_row - f_col) >= _HARMONIC_CLEARANCE_HZ
+        for f, amp2 in ((f_col, ac), (f_row, ar))[:2 if clear else 1]:
+            h = complex(np.dot(x, np.exp(self._bases.minus_jwn * (2 * f))))
+            if 4 * abs(h) ** 2 > self._harm2 * self._gain0 * amp2:
                 st["harmonics"] += 1
                 return None
         st["valid"] += 1
-        return 4 * r + c
+        return key
 
-    def _amp(self, key: int, h: list[complex] | None) -> float:
-        if h is None:                  # no bins: the half was too quiet to be looked at
-            return 0.0
+    def _held(self, ha: list[complex], hb: list[complex], keys: tuple[int, int]) -> bool:
+        """A key that is down stays down while its pair fills both halves on frequency."""
+        for k in keys:
+            a, b = ha[k], hb[k]
+            pa, pb = a.real * a.real + a.imag * a.imag, b.real * b.real + b.imag * b.imag
+            if min(pa, pb) < self._steady2 * max(pa, pb):
+                return False
+            dev = cmath.phase(b * a.conjugate() * self._rot[k]) * self._hz_per_rad
+            if abs(dev) > self._hold_dev_hz[k]:
+                return False    # off frequency, or near the +-50 Hz ambiguity: the full checks decide
+        return True
+
+    def _hann_gain2(self, dev: float) -> float:
+        """|sum w[n] e^{j 2 pi dev n / fs}|^2 of the N=160 Hann window: the bin's power gain for a
+        tone dev Hz off (the window's three cosine terms are three shifted Dirichlet kernels)."""
+        n = 2 * self._half
+        theta, alpha = 2 * math.pi * dev / self.sample_rate, 2 * math.pi / n
+
+        def dirichlet(x: float) -> float:
+            s = math.sin(x / 2)
+            return n if abs(s) < 1e-12 else math.sin(n * x / 2) / s
+
+        g = 0.5 * dirichlet(theta) + 0.25 * dirichlet(theta + alpha) + 0.25 * dirichlet(theta - alpha)
+        return g * g
+
+    def _amp(self, key: int, h: _Half) -> float:
         r, c = divmod(key, 4)
-        return abs(h[8 + r]) + abs(h[12 + c])
+        hann = self._slow(h).hann
+        assert hann is not None
+        return abs(hann[r]) + abs(hann[4 + c])
 
-    def _share(self, key: int, h: list[complex] | None) -> float:
+    def _share(self, key: int, h: _Half) -> float:
         """How much of a half the tone filled, from its Hann amplitude against a whole half's."""
         g = min(1.0, self._amp(key, h) / self._ref) if self._ref > 0 else 0.0
-        return float(np.interp(g, self._share_g, self._share_p))
+        return float(np.interp(g, self._bases.share_g, self._bases.share_p))
 
     def _track(self, d: int | None) -> None:
         hist = self._hist
@@ -442,13 +522,13 @@ class InbandDetector:
         if active is not None:
             if d == active:
                 self._misses = 0
-                self._last, self._last_h = self._n, hist[-1].fast
-                self._ref = max(self._ref, self._amp(d, self._last_h))
+                self._last, self._last_h = self._n, hist[-1]
+                self._ref = max(self._ref, self._amp(d, hist[-1]))
                 self._cand, self._run = None, 0
                 return
             self._misses += 1
             if self._misses == 1:       # the newest half is the first the tone no longer fills
-                self._trail_h = hist[-1].fast
+                self._trail_h = hist[-1]
             if self._misses >= self._release:
                 self._emit()
         if d is None:
@@ -456,16 +536,16 @@ class InbandDetector:
             return
         if d != self._cand:
             self._cand, self._run = d, 0
-            self._cand_start, self._cand_h = self._n - 1, (hist[0].fast, hist[-2].fast)
-            self._cand_ref = self._amp(d, hist[-2].fast)
-        self._cand_ref = max(self._cand_ref, self._amp(d, hist[-1].fast))
+            self._cand_start, self._cand_h = self._n - 1, (hist[0], hist[-2])
+            self._cand_ref = self._amp(d, hist[-2])
+        self._cand_ref = max(self._cand_ref, self._amp(d, hist[-1]))
         self._run += 1
         if self._run >= self._need:
             if self._active is not None:   # another key without a pause: the first one is over
                 self._emit()
             self._active, self._start, self._ref = d, self._cand_start, self._cand_ref
             self._lead_h, self._start_h = self._cand_h
-            self._last, self._last_h, self._misses = self._n, hist[-1].fast, 0
+            self._last, self._last_h, self._misses = self._n, hist[-1], 0
             self._cand, self._run = None, 0
 
     def _emit(self) -> None:
@@ -491,9 +571,12 @@ def _dft_basis(sample_rate: int, n: np.ndarray, freqs: np.ndarray, window: np.nd
     return basis
 
 
+_BASES_8000 = _Bases.build(8000)
+
+
 # ---------------------------------------------------------------------------------- SIP INFO
 
-_INFO_DEFAULT_MS = 100   # what phones and Asterisk assume when a dtmf-relay body has no Duration
+_INFO_DEFAULT_MS = 100   # a dtmf-relay body without (or with a zero) Duration: a usual key press
 _INFO_MAX_MS = 60_000
 
 
@@ -503,7 +586,7 @@ def _info_digit(value: str) -> str | None:
     v = value.strip()
     if v == "!" or v == "16":
         return None
-    if v.isdigit() and len(v) <= 2 and int(v) < len(DIGITS):
+    if v.isascii() and v.isdigit() and len(v) <= 2 and int(v) < len(DIGITS):
         return DIGITS[int(v)]
     if len(v) == 1 and v.upper() in DIGITS:
         return v.upper()
@@ -542,7 +625,7 @@ def parse_info(content_type: str, body: bytes) -> DtmfEvent | None:
     duration = _INFO_DEFAULT_MS
     if "duration" in fields:
         raw = fields["duration"].strip()
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ValueError(f"bad dtmf-relay Duration {raw[:12]!r}")
         duration = min(int(raw), _INFO_MAX_MS) or _INFO_DEFAULT_MS
     return DtmfEvent(digit, duration, "info") if digit is not None else None
