@@ -203,3 +203,19 @@ def test_relay_reports_give_party_loss_jitter_and_rtt():
     assert (stats["party_fraction_lost"], stats["party_packets_lost"], stats["party_jitter_ms"]) == (0.25, 12, 20.0)
     a.feed(b"\x00 not rtcp")
     assert a.stats()["garbage"] == 1 and a.stats()["rtt_ms"] is None
+
+
+def test_level_meter_reports_levels_and_silence_per_direction():
+    from softswitch.media.meter import LevelMeter
+    point = TapPoint()
+    meter = LevelMeter(point.attach(wake_batch=20))
+    t = np.arange(160) / 8000
+    sine = np.round(0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)  # -9 dBFS RMS
+    for i in range(50):
+        rx = sine if i < 25 else np.zeros(160, np.int16)
+        point.publish(TapFrame("rx", i, None, rx), TapFrame("tx", i, None, sine))
+    meter.drain()
+    stats = meter.stats()
+    assert stats["frames"] == 50 and stats["dropped"] == 0
+    assert stats["tx_dbfs"] == pytest.approx(-9.0, abs=0.2) and stats["tx_silent_pct"] == 0.0
+    assert stats["rx_dbfs"] == pytest.approx(-12.0, abs=0.2) and stats["rx_silent_pct"] == 50.0

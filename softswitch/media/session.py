@@ -96,6 +96,7 @@ class MediaSession:
         self._last_dtmf: tuple[float, str, str] | None = None
         self.dtmf_log: list[dict[str, Any]] = []
         self.started_at: float | None = None
+        self._rtcp_due = 0.0
         self.closed = False
         self.dropped_source = self.dropped_malformed = self.dropped_rtcp = self.dtmf_duplicates = 0
 
@@ -142,7 +143,7 @@ class MediaSession:
         if self._latched is None:
             self._latched = addr
             self._route()
-        if stream.rfc4733.active_digit is not None:
+        if self._playback is not None and stream.rfc4733.active_digit is not None:
             self._barge("dtmf")
         if event is not None:
             self._dtmf(event, now)
@@ -179,7 +180,7 @@ class MediaSession:
         inband = self._inband
         if inband is not None:
             event = inband.feed(rx)
-            if inband.active_digit is not None:
+            if self._playback is not None and inband.active_digit is not None:
                 self._barge("dtmf")
             if event is not None:
                 self._dtmf(event, now)
@@ -208,9 +209,11 @@ class MediaSession:
         if self.taps.taps:
             self.taps.publish(TapFrame("rx", index, frame.rtp_ts, rx, frame.kind),
                               TapFrame("tx", index, None, tx, "audio" if tx is not SILENCE else "silence"))
-        report = stream.rtcp_due(now)
-        if report is not None and self._rtcp_dest is not None:
-            self.rtcp.transport.sendto(report, self._rtcp_dest)  # type: ignore[union-attr]
+        if now >= self._rtcp_due:
+            report = stream.rtcp_due(now)
+            self._rtcp_due = stream.rtcp.next_report_due(now)
+            if report is not None and self._rtcp_dest is not None:
+                self.rtcp.transport.sendto(report, self._rtcp_dest)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ events
     def events(self) -> asyncio.Queue[MediaEvent]:
