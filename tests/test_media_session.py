@@ -179,3 +179,30 @@ def test_rtcp_reports_and_session_tap_timeline():
     offset = onset("rx") - onset("tx")
     # the phone started talking when we started playing; its beep lands 300 ms + the jitter depth later
     assert 0.28 <= offset <= 0.42, offset
+
+
+def test_speech_barges_in_on_a_prompt(tmp_path):
+    """A caller who starts talking over a prompt cuts it (VAD speech start), as an IVR needs."""
+    from peers.audio import espeak, read_wav
+
+    speech = read_wav(espeak("credit card, please", tmp_path / "talk.wav", pad_seconds=(1.0, 0.5)))[1]
+
+    async def main():
+        engine, session, rtp, _rtcp = await setup()
+        events = session.events()
+        play = asyncio.ensure_future(session.play(BufferSource(tone(6.0, 300, 0.1)), barge_in={"speech"}))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await talk(rtp, session.local_port, speech[:int(8000 * 2.2)])
+        reason = await asyncio.wait_for(play, 1)
+        cut_after = loop.time() - started
+        kinds = []
+        while not events.empty():
+            kinds.append(events.get_nowait().kind)
+        session.close()
+        engine.close()
+        return reason, cut_after, kinds
+    reason, cut_after, kinds = asyncio.run(main())
+    assert reason == "speech", reason
+    assert kinds[:1] == ["speech_start"], kinds
+    assert 1.0 < cut_after < 2.3, f"cut {cut_after:.2f} s after the start (speech begins at 1.0 s)"
