@@ -48,6 +48,21 @@ def media_config(sip_port: int, ports: PortAllocator, **kw) -> str:
     return config.replace("t1_ms = 500\n", 't1_ms = 500\nauth_algorithms = ["MD5"]\n', 1)
 
 
+def phone_call(phone: Baresip, uri: str, callee: Baresip | None = None, timeout: float = 30) -> str:
+    """Register (both phones), dial ``uri``, wait for the call to end; the CALL_CLOSED reason."""
+    try:
+        for p in (phone, callee) if callee is not None else (phone,):
+            p.start()
+            p.wait_registered(10)
+        phone.dial(uri)
+        phone.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        return phone.wait_event("CALL_CLOSED", timeout).param
+    finally:
+        phone.stop()
+        if callee is not None:
+            callee.stop()
+
+
 def report(record_property, name: str, value) -> None:
     record_property(name, value)
     print(f"[measured] {name} = {value}")
@@ -108,15 +123,8 @@ def test_inband_dtmf_from_baresip_audio(tmp_path, switch_factory, ports, sip_por
         sw = ev.add(switch_factory(media_config(sip_port, ports), sip_port=sip_port))
         phone = ev.add(Baresip(tmp_path / "phone", user="1001", ports=ports, password="1001pass",
                                registrar=f"{LOOPBACK}:{sip_port}", regint=600, audio_source=source))
-        try:
-            phone.start()
-            phone.wait_registered(10)
-            phone.dial(f"sip:dtmf@{LOOPBACK}:{sip_port}")
-            phone.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
-            closed = phone.wait_event("CALL_CLOSED", 30)
-            assert "end of file" in closed.param, f"call ended early: {closed}"
-        finally:
-            phone.stop()
+        closed = phone_call(phone, f"sip:dtmf@{LOOPBACK}:{sip_port}")
+        assert "end of file" in closed, f"call ended early: {closed}"
         leg = a_leg(sw.wait_cdrs(1)[0])
         report(record_property, "inband_digits", digits_of(leg))
         assert digits_of(leg) == digits, f"{leg['dtmf']}\n{sw.log_tail()}"
@@ -154,16 +162,12 @@ def test_playback_reaches_baresip_intact(tmp_path, switch_factory, ports, sip_po
         sw = ev.add(switch_factory(media_config(sip_port, ports), sip_port=sip_port))
         phone = ev.add(Baresip(tmp_path / "phone", user="1001", ports=ports, password="1001pass",
                                registrar=f"{LOOPBACK}:{sip_port}", regint=600, silence_seconds=30))
-        try:
-            phone.start()
-            phone.wait_registered(10)
-            phone.dial(f"sip:playback@{LOOPBACK}:{sip_port}")
-            phone.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
-            phone.wait_event("CALL_CLOSED", 30)
-        finally:
-            phone.stop()
+        phone_call(phone, f"sip:playback@{LOOPBACK}:{sip_port}")
         cdr = sw.wait_cdrs(1)[0]
         assert cdr["hangup_by"] == "callee" and cdr["disposition"] == "ANSWERED", cdr
+        rtp = a_leg(cdr)["rtp"]  # our side of the stream, with its RTCP figures, in the CDR
+        assert rtp["packets_sent"] >= 5.4 * 50 and rtp["codec"] == "PCMU", rtp
+        assert rtp["packets_received"] > 100 and rtp["packets_lost"] == 0 and rtp["jitter_ms"] < 20, rtp
         heard = read_wav(phone.recordings()[1])[1].astype(np.float64)
         peak, lag = normalised_xcorr_peak(prompt, heard, max_lag_samples=16000)
         report(record_property, "playback_xcorr_peak", round(peak, 4))
@@ -204,20 +208,17 @@ def test_transcoding_pcmu_caller_pcma_callee(tmp_path, switch_factory, ports, si
                                regint=600, audio_source=alice_src, codecs=("PCMU/8000/1",)))
         bob = ev.add(Baresip(tmp_path / "bob", user="1002", ports=ports, password="1002pass", registrar=reg,
                              regint=600, audio_source=bob_src, codecs=("PCMA/8000/1",), auto_answer=True))
-        try:
-            for phone in (alice, bob):
-                phone.start()
-                phone.wait_registered(10)
-            alice.dial(f"sip:1002@{reg}")
-            alice.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
-            alice.wait_event("CALL_CLOSED", 30)
-        finally:
-            alice.stop()
-            bob.stop()
+        phone_call(alice, f"sip:1002@{reg}", callee=bob)
         cdr = sw.wait_cdrs(1)[0]
         legs = {leg["role"]: leg for leg in cdr["legs"]}
         assert legs["a"]["codec"] == "PCMU/8000" and legs["b"]["codec"] == "PCMA/8000", cdr["legs"]
         assert "transcoding PCMU (caller) <-> PCMA (callee)" in sw.log_tail(200)
+        for role in ("a", "b"):  # the phones' own RTCP, parsed as it passes: what each says it receives
+            rtcp = legs[role]["rtp"]["rtcp"]
+            report(record_property, f"rtcp_{role}", {k: rtcp[k] for k in ("reports", "party_fraction_lost",
+                                                                          "party_jitter_ms", "rtt_ms")})
+            assert rtcp["garbage"] == 0 and (rtcp["packets_in"] == 0 or rtcp["reports"] >= 1), rtcp
+            assert rtcp["reports"] == 0 or rtcp["party_fraction_lost"] == 0.0, rtcp
         alice_heard = read_wav(alice.recordings()[1])[1]
         bob_heard = read_wav(bob.recordings()[1])[1]
         a_peak, _ = normalised_xcorr_peak(read_wav(bob_src)[1], alice_heard, 16000)

@@ -103,6 +103,7 @@ class Call:
             self.fail(488, "Not Acceptable Here")  # late offer: services need the caller's codecs up front
             return
         self.session = await self.sw.media.create_session()
+        self.session.log = self.log
         if self.state is CallState.ENDED:
             self.session.close()
             return

@@ -75,6 +75,7 @@ class MediaSession:
     def __init__(self, engine: MediaEngine, port: int, release: Callable[[int], None]) -> None:
         self.engine = engine
         self.loop = engine.loop
+        self.log: Any = log  # the owner may give its call's logger, so lines carry the call id
         self.local_port = port
         self._release = release
         self.rtp = _Socket(self._on_rtp)
@@ -239,7 +240,8 @@ class MediaSession:
         at = round(now - (self.started_at or now), 3)
         self.dtmf_log.append({"digit": event.digit, "source": event.source, "duration_ms": event.duration_ms,
                               "at": at})
-        log.info("dtmf %s (%s, %d ms) on port %d", event.digit, event.source, event.duration_ms, self.local_port)
+        self.log.info("dtmf %s (%s, %d ms) on port %d", event.digit, event.source, event.duration_ms,
+                      self.local_port)
         self._barge("dtmf")
         self._emit(event)
 
