@@ -24,7 +24,7 @@ and no media tick errors. The search stops at the first failing step (after one 
 Then, as the peer measured in the same run, the switch's own relay path (bench/relay_calls.py's set-up:
 bridged to SIPp uas -rtp_echo) runs at the best N, for a CPU-per-call ratio.
 
-Prints one JSON object and rewrites the ``media_calls`` section of docs/benchmarks.md.
+Prints one JSON object and rewrites the ``media_calls`` section of docs/benchmarks.md (``--doc`` for another file).
 Run: ``python bench/media_calls.py`` (about 6-8 minutes), ``--quick`` for a smoke test, ``--no-write`` to
 leave the docs alone.
 """
@@ -32,28 +32,26 @@ leave the docs alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shlex
 import signal
 import sys
-import tempfile
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (DOC, REPO, SCENARIOS, SIPP, SIPP_BUFF, DropTracker, Proc, Processes, first_lines,  # noqa: E402
-                     log_problems, machine_info, md_table, options_probe, pretty, read_cdrs, say, sipp_stats,
-                     softnet_dropped, switch_argv, switch_config, update_doc_section)
+# The same cores, ports and caller as bench/relay_calls.py (its set-up is the peer; the two never run together).
+from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, G711A_PCAP as PCAP,  # noqa: E402
+                     DOC, REPO, SIPP_CPU, SWITCH_CPU, DropTracker, Proc, Processes, add_output_options,
+                     add_step_options, best_step, calls_in_window, climb_steps, commands_block, core_cell, first_lines,
+                     headline, hold_window, keep_off_switch_core, limit_line, log_problems, log_problems_line,
+                     machine_info, make_workdir, md_table, parse_steps, pinned_command, render_saved, run_and_report,
+                     run_fields, run_paragraph, say, setup_cell, softnet_dropped, start_switch, status_cell,
+                     step_switch, step_timing, summarize_steps, switch_config, uac_figures, uac_rtp_argv,
+                     uac_rtp_command, uas_echo_argv, wait_cdrs, write_pcap_audio)
 
-SWITCH_CPU, SIPP_CPU = 0, 1
-# The same ports as bench/relay_calls.py (its set-up is the peer; the two scripts never run together).
-PORT = {"switch": 15060, "uac": 15061, "uas": 15090, "uac_cp": 15889, "uas_cp": 15888,
-        "uas_media": 16000, "uac_media": 16010}
-RTP_RANGE = (40000, 49998)            # 2 ports per terminated call (RTP+RTCP), 4 per relayed call
-PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 SERVICE = "moh"
 MAX_LATE = 0.005
 MIN_HELD = 0.95                       # >= 95 % of the step's calls up (answered) on average in the window
@@ -106,15 +104,6 @@ to = "service:{SERVICE}"
 [services]
 moh_prompt = "{prompt}"
 """
-
-
-# ---------------------------------------------------------------------------------------------- SIPp
-def uac_argv(service: str, port: int, calls: int, rate: float, hold_ms: int, stat: Path, err: Path) -> list[str]:
-    return [SIPP, "-nostdin", "-sf", str(SCENARIOS / "uac_rtp.xml"), "-i", "127.0.0.1", "-p", str(PORT["uac"]),
-            "-cp", str(PORT["uac_cp"]), "-mp", str(PORT["uac_media"]), "-s", service, "-r", f"{rate:g}",
-            "-m", str(calls), "-l", str(calls), "-d", str(hold_ms), "-recv_timeout", "32000", *SIPP_BUFF,
-            "-trace_stat", "-stf", str(stat), "-fd", "5", "-trace_err", "-error_file", str(err),
-            "-max_log_size", "1000000", f"127.0.0.1:{port}"]
 
 
 # ---------------------------------------------------------------------------------------------- the switch's counters
@@ -224,16 +213,6 @@ def window_figures(s0: dict, s1: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- CDRs
-def wait_cdrs(config: Path, work: Path, marker: str, expected: int, timeout: float = 30.0) -> list[dict]:
-    """This step's CDRs (SIPp's Call-IDs are <n>-<pid>@<ip>); they are written off the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cdrs = [c for c in read_cdrs(config, work) if marker in c.get("sip_call_id", "")]
-        if len(cdrs) >= expected or time.monotonic() > deadline:
-            return cdrs
-        time.sleep(1.0)
-
-
 def _first(rtp: dict, *names: str) -> int:
     for name in names:
         if isinstance(rtp.get(name), (int, float)):
@@ -294,54 +273,37 @@ def cdr_figures(cdrs: list[dict], wall0: float | None, wall1: float | None) -> d
         "rtp_keys": sorted(((answered[0].get("legs") or [{}])[0].get("rtp") or {}).keys()) if answered else [],
     }
     if wall0 is not None and wall1 is not None:
-        out["calls_up_in_window"] = sum(1 for c in answered if (c.get("answer_ts") or 1e99) <= wall0
-                                        and (c.get("end_ts") or 0) >= wall1)
-        out["calls_avg_in_window"] = round(sum(
-            max(0.0, min(wall1, c.get("end_ts") or 0) - max(wall0, c.get("answer_ts") or 1e99))
-            for c in answered) / (wall1 - wall0), 1)
+        out.update(calls_in_window(answered, wall0, wall1))
     return out
 
 
 # ---------------------------------------------------------------------------------------------- one step
 def run_step(procs: Processes, work: Path, switch: Proc, config: Path, n: int, args: argparse.Namespace) -> dict:
     base = work / f"moh-{n}"
-    ramp = n / args.setup_cps
-    hold_ms = int((ramp + args.settle + args.window + 1.0) * 1000)
+    ramp, hold_ms = step_timing(n, args)
     softnet0 = softnet_dropped()
-    uac = procs.start("uac", uac_argv(SERVICE, PORT["switch"], n, args.setup_cps, hold_ms, Path(f"{base}-uac.csv"),
+    uac = procs.start("uac", uac_rtp_argv(SERVICE, PORT["switch"], n, args.setup_cps, hold_ms, Path(f"{base}-uac.csv"),
                       Path(f"{base}-uac-err.log")), work, Path(f"{base}-uac.out"), cpu=SIPP_CPU, nice=args.sipp_nice)
     # SIPp's rtp_stream sockets (from -mp up) receive the switch's audio: their kernel drops, for information
     tracker = DropTracker({"switch": (switch, RTP_RANGE), "uac": (uac, (PORT["uac_media"], 65535))})
-    t0 = time.monotonic()
-    w0, w1 = t0 + ramp + args.settle, t0 + ramp + args.settle + args.window
-    deadline = t0 + hold_ms / 1000 + ramp + 60
     snaps: dict[str, dict | None] = {}
     sipp_cpu: dict[str, float] = {}
+
+    def snapshot(key: str) -> Callable[[float], None]:
+        def take(now: float) -> None:
+            snaps[key] = switch_stats(switch)
+            sipp_cpu[key] = uac.cpu_seconds()
+        return take
     try:
-        while uac.alive() and time.monotonic() < deadline:
-            tracker.sample()
-            now = time.monotonic()
-            if "s0" not in snaps and now >= w0:
-                snaps["s0"] = switch_stats(switch)
-                sipp_cpu["s0"] = uac.cpu_seconds()
-            elif "s0" in snaps and "s1" not in snaps and now >= w1:
-                snaps["s1"] = switch_stats(switch)
-                sipp_cpu["s1"] = uac.cpu_seconds()
-            boundary = w0 if "s0" not in snaps else w1 if "s1" not in snaps else None
-            time.sleep(1.0 if boundary is None else min(1.0, max(0.05, boundary - time.monotonic())))
-        if uac.alive():
-            say(f"  uac still running {deadline - t0:.0f} s after start: stopping it")
+        hold_window(uac, tracker, ramp, hold_ms, args, snapshot("s0"), snapshot("s1"))
     finally:
         procs.stop(uac)
-    st = sipp_stats(Path(f"{base}-uac.csv"))
-    ok = st.successful if st else 0
-    res: dict = {"calls": n, "successful": ok, "failed": n - ok, "hold_s": hold_ms / 1000,
-                 "setup_s_avg": round(st.response_time, 3) if st else None,
-                 "setup_s_stdev": round(st.response_stdev, 3) if st else None,
-                 "sipp_failures": st.failures if st else {},
-                 "softnet_backlog_drops": softnet_dropped() - softnet0,
-                 "switch_socket_drops": tracker.drops("switch"), "uac_socket_drops": tracker.drops("uac"),
-                 "alive": switch.alive()}
+    st, res = uac_figures(Path(f"{base}-uac.csv"), n, hold_ms)
+    ok = res["successful"]
+    res.update({"sipp_failures": st.failures if st else {},
+                "softnet_backlog_drops": softnet_dropped() - softnet0,
+                "switch_socket_drops": tracker.drops("switch"), "uac_socket_drops": tracker.drops("uac"),
+                "alive": switch.alive()})
     s0, s1 = snaps.get("s0"), snaps.get("s1")
     if s0 and s1:
         res.update(window_figures(s0, s1))
@@ -385,13 +347,8 @@ def run_relay_peer(procs: Processes, work: Path, config: Path, n: int, args: arg
     import relay_calls  # noqa: PLC0415 - only needed for the peer
     peer_args = argparse.Namespace(setup_cps=args.setup_cps, settle=args.settle, window=args.window,
                                    sipp_nice=args.sipp_nice, echo_rcvbuf=args.echo_rcvbuf)
-    switch = start_switch(work / f"softswitch-relay-{n}.log")
-    try:
+    with step_switch(procs, start_switch(work / f"softswitch-relay-{n}.log")) as switch:
         res = relay_calls.run_step(procs, work, switch, config, n, peer_args, "relay")
-    finally:
-        if not switch.alive():
-            say(switch.log_tail())
-        procs.stop(switch)
     keep = ("calls", "successful", "failed", "window_s", "calls_avg_in_window", "loss_pct", "switch_core_pct",
             "switch_sys_share", "cpu_pct_per_call", "cpu_us_per_packet", "relayed_pps_per_call",
             "offered_vs_nominal", "uas_loss_pct", "sipp_core_pct", "passed", "reason")
@@ -441,8 +398,7 @@ def codec_line(result: dict) -> str | None:
     c = result.get("codec_cost")
     if not c:
         return None
-    best = next((s for s in result["steps"] if s["calls"] == result.get("max_calls")), None) \
-        or next((s for s in result["steps"] if s.get("cpu_ms_per_call_s")), None)
+    best = best_step(result) or next((s for s in result["steps"] if s.get("cpu_ms_per_call_s")), None)
     line = (f"PCMA encode + decode, one of each per call per 20 ms frame: {c['alaw_encode_us']} + "
             f"{c['alaw_decode_us']} µs per frame ({c['signal']} signal, the `codec_cost` section, measured "
             f"separately) = {c['codec_ms_per_call_s']} ms per call-second")
@@ -452,29 +408,21 @@ def codec_line(result: dict) -> str | None:
     return line + "."
 
 
-def _status(s: dict) -> str:
-    return "✓" if s.get("passed") else "✗ " + s.get("reason", "")
-
-
 def report(result: dict, args: argparse.Namespace, commands: dict[str, str]) -> str:
-    m = result["machine"]
     rows = []
     for s in sorted(result["steps"], key=lambda s: s["calls"]):
-        setup = f"{s['setup_s_avg']} ± {s['setup_s_stdev']}" if s.get("setup_s_avg") is not None else "-"
-        core = f"{s.get('switch_core_pct', '-')} ({int(100 * s['switch_sys_share'])} % kernel)" \
-            if s.get("switch_sys_share") is not None else s.get("switch_core_pct", "-")
         late = f"{s['late_pct']} % ({s['late_frames']:,}+{s['skipped_frames']:,} of {s['frames']:,})" \
             if s.get("frames") is not None else "-"
         max_late = s.get("max_late_ms_run", "-")
         if s.get("max_late_ms_rose_in_window") is False:
             max_late = f"≤ {max_late} (before)"
         rows.append((s["calls"], f"{s.get('calls_up_in_window', '-')} / {s.get('calls_avg_in_window', '-')}",
-                     f"{s['successful']}/{s['calls']}", setup, late, max_late, core,
+                     f"{s['successful']}/{s['calls']}", setup_cell(s), late, max_late, core_cell(s),
                      s.get("cpu_ms_per_call_s", "-"), s.get("tick_wall_pct", "-"),
                      f"{s.get('runqueue_wait_pct', '-')} / {s.get('core0_others_pct', '-')} / "
                      f"{s.get('core0_steal_pct', '-')}{' ⚠' if s.get('contended') else ''}",
                      f"{s.get('audio_both_ways', '-')}/{s.get('answered_cdrs', '-')}",
-                     f"{s.get('rx_pace', '-')} / {s.get('tx_pace', '-')}", s.get("sipp_core_pct", "-"), _status(s)))
+                     f"{s.get('rx_pace', '-')} / {s.get('tx_pace', '-')}", s.get("sipp_core_pct", "-"), status_cell(s)))
     peer_rows = []
     for p in result.get("peer", []):
         if "error" in p:
@@ -483,18 +431,11 @@ def report(result: dict, args: argparse.Namespace, commands: dict[str, str]) -> 
         peer_rows.append((p["calls"], f"{p['successful']}/{p['calls']}", p.get("calls_avg_in_window", "-"),
                           f"{p.get('loss_pct', '-')} %", p.get("switch_core_pct", "-"), p.get("cpu_ms_per_call_s", "-"),
                           p.get("terminated_vs_relayed", "-")))
-    best = result["max_calls"]
-    headline = f"{best:,} calls" if best else "none of the steps"
-    if result.get("limit_not_reached"):
-        headline += " (every step passed: the limit is higher)"
-    elif result.get("switch_saturated"):
-        headline += " (above it the switch's core was saturated)"
+    limit = headline(result)
     codec = codec_line(result)
     return f"""## Terminated media: concurrent calls per core (`bench/media_calls.py`)
 
-Run {result['date']} on {m['cpus']} vCPU ({m['cpu']}), Python {m['python']}, uvloop {m['uvloop']}, {m['sipp']};
-{'**quick smoke run, not a measurement**; ' if args.quick else ''}{args.window:g} s measurement window per step,
-calls opened at {args.setup_cps:g} CPS, load average at start {' / '.join(m['loadavg_at_start'])}.
+{run_paragraph(result, args)}
 
 Each call: SIPp uac (`uac_rtp.xml`) dials `moh` and sends G.711 A-law (SIPp's `g711a.pcap` audio, looped,
 20 ms packets) for the whole call; the switch answers it itself with the `moh` service, which loops a prompt
@@ -527,7 +468,7 @@ media tick errors. Steps go up until one fails, then one step halfway back. SIPp
 read the audio it receives: the kernel drop counters of its sockets (`uac_socket_drops` in the JSON) count
 most of what the switch sent and are no loss measure; the switch's pace out and the CDR levels are.
 
-**Max concurrent terminated calls with < 0.5 % late frames on one core: {headline}** (project goal: ≥ {GOAL}).
+**Max concurrent terminated calls with < 0.5 % late frames on one core: {limit}** (project goal: ≥ {GOAL}).
 
 {md_table(("calls", "up all window / avg", "answered", "setup s (avg ± sd)", "late frames (late+skipped of frames)",
            "max late ms", "switch % of core 0", "ms CPU per call-s", "% in ticks",
@@ -545,9 +486,7 @@ Peer in the same run: the switch's own relay path at the best N, bridged to SIPp
 Commands (WORK = the work directory: `softswitch.toml`, `g711a.raw` and `moh.wav` are written there, SIPp runs
 there; N = calls of the step, HOLD = (N / setup CPS + settle + window + 1) s in ms; the switch is started afresh
 for every step and gets SIGUSR1 at both ends of the window):
-```
-{chr(10).join(f'{k}: {pretty(v, Path(result["workdir"]))}' for k, v in commands.items())}
-```
+{commands_block(commands, result["workdir"])}
 """
 
 
@@ -555,22 +494,13 @@ def analyse(result: dict) -> str:
     steps = result["steps"]
     if not steps:
         return ""
-    lines = []
-    fails = sorted((s for s in steps if not s.get("passed")), key=lambda s: s["calls"])
-    if fails:
-        f = fails[0]
-        core = f.get("switch_core_pct")
-        lines.append(f"First failing step, {f['calls']} calls: {f['reason']}; the switch used {core} % of core 0"
-                     f"{' (saturated)' if core and core >= 90 else ''}, SIPp {f.get('sipp_core_pct')} % of core 1.")
-        if f.get("contended"):
-            lines.append(f"That step was contended: the switch's event loop waited {f.get('runqueue_wait_pct')} % of "
-                         f"the window for core 0, other tasks used {f.get('core0_others_pct')} % of it and the "
-                         f"hypervisor {f.get('core0_steal_pct')} %; the limit found is this machine's at that "
-                         f"moment, not the switch's alone: re-run on a quiet machine.")
-    else:
-        last = max(steps, key=lambda s: s["calls"])
-        lines.append(f"No step failed up to {last['calls']} calls; the switch used {last.get('switch_core_pct')} % "
-                     f"of core 0 at that step.")
+    f, line = limit_line(steps)
+    lines = [line]
+    if f and f.get("contended"):
+        lines.append(f"That step was contended: the switch's event loop waited {f.get('runqueue_wait_pct')} % of "
+                     f"the window for core 0, other tasks used {f.get('core0_others_pct')} % of it and the "
+                     f"hypervisor {f.get('core0_steal_pct')} %; the limit found is this machine's at that "
+                     f"moment, not the switch's alone: re-run on a quiet machine.")
     passing = [s for s in steps if s.get("passed") and s.get("cpu_ms_per_call_s")]
     if passing:
         s = max(passing, key=lambda s: s["calls"])
@@ -595,24 +525,16 @@ def analyse(result: dict) -> str:
             lines.append(f"At {p['calls']} calls a terminated call costs {p['terminated_vs_relayed']}× the CPU of a "
                          f"relayed one ({p['terminated_ms']} vs {p['cpu_ms_per_call_s']} ms per call-second; the relay "
                          f"moves twice the packets but decodes nothing).")
-    if result.get("switch_log_problem_lines"):
-        kinds = sorted({re.sub(r"^\S+ (\S+) \S+ call=\S+ ", r"\1 ", line)[:90]
-                        for line in result.get("switch_log_problems_first", [])})
-        lines.append(f"The switch logged {result['switch_log_problem_lines']} WARNING/ERROR lines, e.g. "
-                     + "; ".join(f"`{k}`" for k in kinds) + ".")
+    if problems := log_problems_line(result):
+        lines.append(problems)
     return "\n".join(f"- {line}" for line in lines)
 
 
 def summarize(result: dict) -> None:
     """The headline figures of a run, from its steps (also used to re-render a saved run)."""
-    steps = result["steps"]
-    passing = [s["calls"] for s in steps if s.get("passed")]
-    result["max_calls"] = max(passing) if passing else 0
-    result["limit_not_reached"] = bool(steps) and all(s.get("passed") for s in steps)
-    first_fail = min((s for s in steps if not s.get("passed")), key=lambda s: s["calls"], default=None)
-    result["switch_saturated"] = bool(first_fail and (first_fail.get("switch_core_pct") or 0) >= 85)
+    summarize_steps(result)
     for p in result.get("peer", []):
-        mine = next((s for s in steps if s["calls"] == p.get("calls")), None)
+        mine = next((s for s in result["steps"] if s["calls"] == p.get("calls")), None)
         if mine and mine.get("cpu_ms_per_call_s") and p.get("cpu_ms_per_call_s"):
             p["terminated_ms"] = mine["cpu_ms_per_call_s"]
             p["terminated_vs_relayed"] = round(mine["cpu_ms_per_call_s"] / p["cpu_ms_per_call_s"], 2)
@@ -620,7 +542,7 @@ def summarize(result: dict) -> None:
 
 
 def output(result: dict, args: argparse.Namespace, commands: dict[str, str]) -> dict:
-    best = next((s for s in result["steps"] if s["calls"] == result.get("max_calls")), {})
+    best = best_step(result, {})
     return {"max_calls_lt_0_5pct_late": result.get("max_calls"), "goal": GOAL,
             **{k: result.get(k) for k in ("limit_not_reached", "switch_saturated")},
             "cpu_ms_per_call_s_at_max": best.get("cpu_ms_per_call_s"),
@@ -629,29 +551,13 @@ def output(result: dict, args: argparse.Namespace, commands: dict[str, str]) -> 
             "late_pct_at_max": best.get("late_pct"),
             "steps": result["steps"], "peer": result.get("peer", []),
             "codec_cost": result.get("codec_cost"), "codec_cost_line": codec_line(result),
-            "commands": [f"{k}: {v}" for k, v in commands.items()],
-            "machine": result["machine"], "workdir": result["workdir"], "date": result["date"], "quick": args.quick,
-            "window": args.window, "settle": args.settle, "setup_cps": args.setup_cps,
-            "switch_log_problem_lines": result.get("switch_log_problem_lines"),
-            "switch_log_problems_first": result.get("switch_log_problems_first")}
+            **run_fields(result, args, commands)}
 
 
 def render(path: Path, args: argparse.Namespace) -> int:
-    """--render: rewrite the docs section from the JSON a previous run printed (no measuring)."""
-    saved = json.loads(path.read_text())
-    for key in ("window", "settle", "setup_cps", "quick"):
-        if key in saved:
-            setattr(args, key, saved[key])
-    result = {"steps": saved["steps"], "peer": saved.get("peer", []), "machine": saved["machine"],
-              "workdir": saved["workdir"], "codec_cost": saved.get("codec_cost"),
-              "switch_log_problem_lines": saved.get("switch_log_problem_lines"),
-              "switch_log_problems_first": saved.get("switch_log_problems_first"),
-              "date": saved.get("date") or time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))}
-    commands = dict(c.split(": ", 1) for c in saved.get("commands", []))
-    summarize(result)
-    update_doc_section("media_calls", report(result, args, commands))
-    say(f"updated {DOC} from {path}")
-    return 0
+    return render_saved("media_calls", path, args,
+                        lambda saved: {"peer": saved.get("peer", []), "codec_cost": saved.get("codec_cost")},
+                        summarize, report)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -661,28 +567,17 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
     config.write_text(media_config(work / "moh.wav", args.switch_log_level))
     logs: list[Path] = []
     with Processes() as procs:
-        def start_switch(log_path: Path) -> Proc:
-            switch = procs.start("softswitch", switch_argv(config), work, log_path, cpu=SWITCH_CPU,
-                                 env={"PYTHONUNBUFFERED": "1"})
-            logs.append(log_path)
-            if not options_probe("127.0.0.1", PORT["switch"], 20.0):
-                raise RuntimeError(f"softswitch did not come up:\n{switch.log_tail()}")
+        def fresh_switch(log_path: Path) -> Proc:
+            logs.append(log_path)  # the switch's log is scanned for problems even when it does not come up
+            switch = start_switch(procs, config, work, log_path)
             commands["softswitch"] = switch.command
             return switch
-        commands["uac"] = shlex.join(["taskset", "-c", str(SIPP_CPU)] + uac_argv(
-            SERVICE, PORT["switch"], 0, args.setup_cps, 0, Path("uac.csv"), Path("uac-err.log"))).replace(
-            "-m 0 -l 0 -d 0", "-m N -l N -d HOLD")
+        commands["uac"] = uac_rtp_command(SERVICE, PORT["switch"], args.setup_cps)
         commands["stats"] = "kill -USR1 <softswitch pid>   # at both ends of the window; read `stats:` in its log"
 
         def step(n: int) -> dict:
-            # A fresh switch per step: calls a failed step left behind must not weigh on the next one.
-            switch = start_switch(work / f"softswitch-moh-{n}.log")
-            try:
+            with step_switch(procs, fresh_switch(work / f"softswitch-moh-{n}.log")) as switch:
                 res = run_step(procs, work, switch, config, n, args)
-            finally:
-                if not switch.alive():
-                    say(switch.log_tail())
-                procs.stop(switch)
             result["steps"].append(res)
             say(f"  {n:5d} calls: {'PASS' if res['passed'] else 'fail'}  late {res.get('late_pct')} %"
                 f" ({res.get('late_frames')}+{res.get('skipped_frames')} of {res.get('frames')})"
@@ -694,21 +589,18 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
                 f"  {'' if res['passed'] else res['reason']}")
             return res
 
-        last_pass = 0
-        for n in steps:
-            if not step(n)["passed"]:
-                mid = (last_pass + n) // 2  # halfway back (to N/2 when the first step already failed)
-                if not args.no_refine and last_pass < mid < n:
-                    step(mid)
-                break
-            last_pass = n
+        def halfway(last_pass: int, n: int) -> int | None:
+            mid = (last_pass + n) // 2  # halfway back (to N/2 when the first step already failed)
+            return mid if not args.no_refine and last_pass < mid < n else None
+
+        climb_steps(steps, step, halfway)
         summarize(result)
         if not args.no_peer:
             n = result["max_calls"] or steps[0]
-            commands["uas (relay peer)"] = shlex.join(["taskset", "-c", str(SIPP_CPU)] + _uas_argv())
+            commands["uas (relay peer)"] = pinned_command(SIPP_CPU, uas_echo_argv())
             commands["uac (relay peer)"] = commands["uac"].replace(f"-s {SERVICE}", "-s 9N")
             try:
-                peer = run_relay_peer(procs, work, config, n, args, start_switch)
+                peer = run_relay_peer(procs, work, config, n, args, fresh_switch)
             except Exception as exc:  # noqa: BLE001 - the peer must not sink the run's own figures
                 peer = {"calls": n, "error": f"{type(exc).__name__}: {exc}"}
             result["peer"].append(peer)
@@ -722,18 +614,9 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
     result["switch_log_problem_lines"], result["switch_log_problems_first"] = count, first[:10]
 
 
-def _uas_argv() -> list[str]:
-    import relay_calls  # noqa: PLC0415
-    return relay_calls.uas_argv()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", default="100,200,300,400,500,600,800",
-                   help="concurrent calls per step, comma separated (max 2499: RTP range)")
-    p.add_argument("--window", type=float, default=20.0, help="seconds measured with all calls up (20)")
-    p.add_argument("--settle", type=float, default=3.0, help="seconds after the last call is set up (3)")
-    p.add_argument("--setup-cps", type=float, default=50.0, help="rate calls are opened at (50)")
+    add_step_options(p, "100,200,300,400,500,600,800", 20.0)
     p.add_argument("--sipp-nice", type=int, default=0, help="run SIPp under `nice -n N` (needs root for < 0)")
     p.add_argument("--echo-rcvbuf", type=int, default=4 * 1024 * 1024,
                    help="relay peer only: receive buffer forced on SIPp uas's echo socket, as relay_calls.py (4 MiB)")
@@ -742,11 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: steps 20,50, 5 s window")
     p.add_argument("--switch-log-level", default="INFO",
                    help="the switch's [log] level; INFO or DEBUG (the SIGUSR1 stats line is logged at INFO)")
-    p.add_argument("--no-write", "--no-doc", dest="no_write", action="store_true",
-                   help="do not update docs/benchmarks.md")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help="only rewrite the docs section from the JSON output of an earlier run")
-    p.add_argument("--workdir", type=Path, help="keep logs, config and CDR store here (default: a temp dir)")
+    add_output_options(p)
     args = p.parse_args(argv)
     if args.render:
         return render(args.render, args)
@@ -754,41 +633,19 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.window, args.settle = "20,50", 5.0, 1.0
     if args.switch_log_level.upper() not in ("INFO", "DEBUG"):
         p.error("--switch-log-level must be INFO or DEBUG: the stats line the script reads is logged at INFO")
-    steps = [int(x) for x in args.steps.split(",") if x.strip()]
-    if not steps or max(steps) > (RTP_RANGE[1] - RTP_RANGE[0] + 1) // 4:
-        p.error("steps must be 1..2499 calls (RTP range 40000-49998, 4 ports per relayed call)")
-    try:
-        os.sched_setaffinity(0, {SIPP_CPU})  # this script's sampling stays off the switch's core
-    except OSError:
-        pass
+    steps = parse_steps(p, args, "steps must be 1..2499 calls (RTP range 40000-49998, 4 ports per relayed call)")
+    keep_off_switch_core()
 
     # The switch and `softswitch cdr` run in the work directory: make sure they import this checkout's package
     # even when the installed (editable) one points elsewhere.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p and p != str(REPO)])
-    import relay_calls  # noqa: PLC0415 - the same caller audio as relay_calls.py
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="media_calls-"))
-    work.mkdir(parents=True, exist_ok=True)
-    seconds = relay_calls.write_audio(PCAP, work / "g711a.raw")
+    work = make_workdir(args, "media_calls")
+    seconds = write_pcap_audio(PCAP, work / "g711a.raw")  # the same caller audio as relay_calls.py
     write_prompt(work / "g711a.raw", work / "moh.wav")
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(), "steps": [], "peer": [],
                     "workdir": str(work), "audio_seconds": round(seconds, 2), "codec_cost": codec_cost()}
-    commands: dict[str, str] = {}
-    say(f"media_calls: logs in {work}")
-    interrupted = False
-    try:
-        measure(args, steps, work, result, commands)
-    except KeyboardInterrupt:
-        interrupted = True
-        say("interrupted: every process stopped")
-    summarize(result)
-    print(json.dumps(output(result, args, commands), indent=2))
-    if interrupted:
-        return 130
-    if not args.no_write and result["steps"]:
-        update_doc_section("media_calls", report(result, args, commands))
-        say(f"updated {DOC}")
-    return 0
+    return run_and_report("media_calls", args, steps, work, result, measure, summarize, output, report)
 
 
 if __name__ == "__main__":
