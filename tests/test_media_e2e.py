@@ -226,3 +226,16 @@ def test_transcoding_pcmu_caller_pcma_callee(tmp_path, switch_factory, ports, si
         report(record_property, "transcode_peaks", (round(a_peak, 4), round(b_peak, 4)))
         assert a_peak > 0.8, f"alice (PCMU) did not hear bob (PCMA): {a_peak:.3f}"
         assert b_peak > 0.8, f"bob (PCMA) did not hear alice (PCMU): {b_peak:.3f}"
+
+
+# --- hold on a terminated call ----------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_hold_and_resume_on_a_service(tmp_path, switch_factory, ports, sip_port):
+    """The caller holds the music-on-hold service (re-INVITE a=sendonly): we answer recvonly, then sendrecv."""
+    sw = switch_factory(media_config(sip_port, ports, extra='\n[[routes]]\nname = "moh"\nexact = "moh"\n'
+                                                          'to = "service:moh"\n'), sip_port=sip_port)
+    Sipp(tmp_path, "uac_hold.xml", remote=f"{LOOPBACK}:{sip_port}", local_port=free_udp_port(),
+         service="moh", calls=1, timeout=30, media_port=ports.block(4, even=True)).run().assert_success(1)
+    cdr = sw.wait_cdrs(1)[0]
+    assert cdr["disposition"] == "ANSWERED" and cdr["destination"] == "service:moh", cdr

@@ -206,3 +206,25 @@ def test_speech_barges_in_on_a_prompt(tmp_path):
     assert reason == "speech", reason
     assert kinds[:1] == ["speech_start"], kinds
     assert 1.0 < cut_after < 2.3, f"cut {cut_after:.2f} s after the start (speech begins at 1.0 s)"
+
+
+def test_no_rtp_while_held_and_again_after_resume():
+    async def main():
+        engine, session, rtp, _rtcp = await setup()
+        port = rtp.transport.get_extra_info("sockname")[1]
+        held = StreamParams("127.0.0.1", port, port + 1, "PCMU", 0, 101, 20, "recvonly", {0: "PCMU"})
+        session.start(held)
+        await asyncio.sleep(0.1)
+        rtp.packets.clear()
+        await asyncio.sleep(0.5)
+        during = len(rtp.packets)
+        held.direction = "sendrecv"
+        session.start(held)
+        await asyncio.sleep(0.5)
+        after = len(rtp.packets)
+        session.close()
+        engine.close()
+        return during, after
+    during, after = asyncio.run(main())
+    assert during == 0, f"{during} packets sent while the peer held us"
+    assert after >= 20, after
