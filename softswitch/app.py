@@ -8,6 +8,7 @@ registrar, to a call's leg (in-dialog), or start a new call.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import secrets
@@ -67,6 +68,7 @@ class Switch:
         self.registrations: list[TrunkRegistration] = []
         self.accepting = True
         self.cdrs_written = 0
+        self.gc_watch = GcWatch()
 
     # ------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -115,11 +117,12 @@ class Switch:
         log.info("softswitch stopped: %d CDRs written", self.cdrs_written)
 
     def log_stats(self) -> None:
-        """SIGUSR1: one line of live counters (calls, media clock, CPU) for operators and benchmarks."""
+        """SIGUSR1: one line of live counters (calls, media clock, CPU, GC) for operators and benchmarks."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         media = self.media.stats()
-        log.info("stats: calls=%d cdrs=%d cpu_s=%.3f %s", len(self.calls), self.cdrs_written,
-                 usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()))
+        log.info("stats: calls=%d cdrs=%d cpu_s=%.3f %s %s", len(self.calls), self.cdrs_written,
+                 usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()),
+                 self.gc_watch.summary())
 
     def store_call(self, method: str, *args: Any) -> None:
         """Fire-and-forget a store write on the store's own thread; failures are logged, never raised."""
@@ -369,6 +372,27 @@ def _same_host(digest_uri: str | None, request_uri: Any) -> bool:
         return False
 
 
+class GcWatch:
+    """Times the cyclic garbage collector's pauses: a long one stalls every call's media at once."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.max_pause_ms = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info.get("generation", 0)
+        self.collections[generation] += 1
+        pause = (time.perf_counter() - self._started) * 1000
+        self.max_pause_ms[generation] = max(self.max_pause_ms[generation], pause)
+
+    def summary(self) -> str:
+        return " ".join(f"gc{g}={n} gc{g}_max_ms={self.max_pause_ms[g]:.1f}" for g, n in enumerate(self.collections))
+
+
 def _log_store_error(fut: "asyncio.Future[Any]") -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("store write failed: %s", fut.exception())
@@ -389,6 +413,7 @@ async def _serve(config: Config) -> int:
     try:
         switch = Switch(config, loop)
         await switch.start()
+        gc.callbacks.append(switch.gc_watch)
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -228,3 +228,27 @@ def test_no_rtp_while_held_and_again_after_resume():
     during, after = asyncio.run(main())
     assert during == 0, f"{during} packets sent while the peer held us"
     assert after >= 20, after
+
+
+def test_a_broken_session_is_detached_and_the_others_keep_sending():
+    async def main():
+        engine, good, rtp, _rtcp = await setup()
+        bad = await engine.create_session()
+        port = rtp.transport.get_extra_info("sockname")[1]
+        bad.start(StreamParams("127.0.0.1", port, port + 1, "PCMU", 0, None, 20, "sendrecv", {0: "PCMU"}))
+
+        def boom(now):
+            raise RuntimeError("broken jitter buffer")
+        bad.stream.pop = boom
+        await asyncio.sleep(0.1)
+        before = len(rtp.packets)
+        await asyncio.sleep(0.4)
+        sent = len(rtp.packets) - before
+        stats = engine.clock.stats()
+        bad.close()
+        good.close()
+        engine.close()
+        return sent, stats
+    sent, stats = asyncio.run(main())
+    assert stats["errors"] == 1 and stats["members"] == 1, stats
+    assert sent >= 15, sent  # the good session went on at 50 packets/s

@@ -8,6 +8,8 @@ import struct
 
 import pytest
 
+from peers.fuzz import mutated, truncated
+
 from softswitch.media.rtcp import (Bye, ReceiverReport, ReportBlock, RtcpError, RtcpSession, Sdes, SenderReport,
                                    UnknownRtcp, build_bye, build_rr, build_sdes, build_sr, ntp32_from_unix,
                                    ntp_from_unix, ntp_middle32, parse_rtcp)
@@ -177,13 +179,9 @@ def test_fuzz_parse_rtcp_raises_only_rtcp_error():
             data = bytes([0x80 | rng.randrange(64), rng.choice((200, 201, 202, 203, 204, 207)),
                           0, rng.randrange(0, 14)]) + body
         elif kind == 2:
-            src = rng.choice(valid)
-            data = src[:rng.randrange(len(src) + 1)]
+            data = truncated(rng, valid)
         else:
-            src = bytearray(rng.choice(valid))
-            for _ in range(rng.randrange(1, 4)):
-                src[rng.randrange(len(src))] = rng.randrange(256)
-            data = bytes(src)
+            data = mutated(rng, valid)
         try:
             packets = parse_rtcp(data)
         except RtcpError:

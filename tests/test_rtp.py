@@ -8,6 +8,8 @@ import timeit
 
 import pytest
 
+from peers.fuzz import mutated, truncated
+
 from softswitch.media.rtcp import build_rr, build_sdes, build_sr
 from softswitch.media.rtp import (MAX_DROPOUT, MAX_MISORDER, MAX_PAYLOAD, ReceiverStats, RtpError, RtpPacket,
                                   RtpSender, build_rtp, parse_rtp)
@@ -110,13 +112,9 @@ def test_fuzz_parse_rtp_raises_only_rtp_error():
             if data and rng.random() < 0.7:  # mostly version 2, to get past the first check
                 data = bytes([0x80 | (data[0] & 0x3F)]) + data[1:]
         elif kind == 1:
-            src = rng.choice(valid)
-            data = src[:rng.randrange(len(src) + 1)]
+            data = truncated(rng, valid)
         else:
-            src = bytearray(rng.choice(valid))
-            for _ in range(rng.randrange(1, 4)):
-                src[rng.randrange(len(src))] = rng.randrange(256)
-            data = bytes(src)
+            data = mutated(rng, valid)
         try:
             p = parse_rtp(data)
         except RtpError:

@@ -64,13 +64,24 @@ class MediaClock:
         if late > self.late_s:
             self.late_frames += n
         self.max_late_ms = max(self.max_late_ms, late * 1000)
+        batches: dict[type, list[Ticking]] = {}
         for member in list(self._members):
+            many = getattr(type(member), "tick_many", None)
+            if many is not None:  # members that process a tick together (terminated sessions)
+                batches.setdefault(type(member), []).append(member)
+                continue
             try:
                 member.tick(now)
             except Exception:  # noqa: BLE001 - one broken stream must not stop everyone's audio
                 self.errors += 1
                 self._members.pop(member, None)
                 log.exception("media tick failed; stream detached")
+        for kind, members in batches.items():
+            try:
+                kind.tick_many(members, now)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - isolates its own members' errors; this is the last net
+                self.errors += 1
+                log.exception("media batch tick failed")
         self.busy_s += self._loop.time() - now
         self._due += self.period
         self._handle = self._loop.call_at(self._due, self._tick)
