@@ -413,6 +413,11 @@ async def _serve(config: Config) -> int:
     try:
         switch = Switch(config, loop)
         await switch.start()
+        # Everything loaded so far (modules, config, restored bindings) lives as long as the process:
+        # move it out of the collector's sight, so a full collection scans only call state (~3 ms
+        # with 125 calls instead of ~22 ms) and never stalls every call's media at once.
+        gc.collect()
+        gc.freeze()
         gc.callbacks.append(switch.gc_watch)
     except OSError as exc:
         log.error("cannot start: %s", exc)
