@@ -114,7 +114,7 @@ class Call:
         self.a.answer(answer)
         self._answered()
         if self.sw.config.media.level_meter:
-            self.meter = LevelMeter(self.session.tap(wake_batch=20))
+            self.meter = LevelMeter(self.session.tap(wake_batch=50))  # 2 frames a tick: every 0.5 s
             self.meter_task = asyncio.ensure_future(self.meter.run())
         from ..services import SERVICES
         self.service_task = asyncio.ensure_future(self._run_service(SERVICES[self.decision.target]))

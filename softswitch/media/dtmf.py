@@ -658,13 +658,18 @@ def feed_many(detectors: Sequence[InbandDetector], frames: Sequence[np.ndarray])
     last_e = np.fromiter((detectors[i]._hist[-1].e for i in fast), np.float64, len(fast))
     loud = np.stack((last_e + energies[:, 0] >= e_min, energies[:, 0] + energies[:, 1] >= e_min), 1)
     rect = np.dot(x, _BASES_8000.rect).view(np.complex128)          # (m, 2, 8)
-    last_rect = np.zeros((len(fast), 8), np.complex128)
-    for j, i in enumerate(fast):
-        if loud[j, 0]:
-            last = detectors[i]._hist[-1]
-            if last.rect is None:
-                last.rect = np.dot(last.x, _BASES_8000.rect).view(np.complex128).tolist()
-            last_rect[j] = last.rect
+    loud_l = loud.tolist()
+    zeros = [0j] * 8
+    lasts: list[list[complex]] = []
+    for (loud0, _), i in zip(loud_l, fast):
+        if not loud0:
+            lasts.append(zeros)
+            continue
+        last = detectors[i]._hist[-1]
+        if last.rect is None:
+            last.rect = np.dot(last.x, _BASES_8000.rect).view(np.complex128).tolist()
+        lasts.append(last.rect)
+    last_rect = np.array(lasts, np.complex128)
     passes = loud.copy()
     for w, (a, b) in enumerate(((last_rect, rect[:, 0]), (rect[:, 0], rect[:, 1]))):
         mag = np.abs(a + rot * b)
@@ -672,20 +677,22 @@ def feed_many(detectors: Sequence[InbandDetector], frames: Sequence[np.ndarray])
         grouped = (rows[:, 3] >= margin * rows[:, 2]) & (cols[:, 3] >= margin * cols[:, 2])
         passes[:, w] &= grouped
     rect_lists = rect.tolist()
-    for j, i in enumerate(fast):
+    energy_l = energies.tolist()
+    for j, (i, passed, (loud0, loud1), (e0, e1)) in enumerate(zip(fast, passes.any(1).tolist(), loud_l, energy_l)):
         d = detectors[i]
-        if passes[j].any():
+        if passed:
             out[i] = d.feed(frames[i])
             continue
         block = x[j]
-        h0, h1 = _Half(block, 0, float(energies[j, 0])), _Half(block, 1, float(energies[j, 1]))
-        if loud[j].any():
-            h0.rect, h1.rect = rect_lists[j][0], rect_lists[j][1]
-        d._hist.append(h0)
-        d._hist.append(h1)
+        h0, h1 = _Half(block, 0, e0), _Half(block, 1, e1)
+        if loud0 or loud1:
+            h0.rect, h1.rect = rect_lists[j]
+        hist = d._hist
+        hist.append(h0)
+        hist.append(h1)
         d._n += 2
         st = d._stats
-        n_loud = int(loud[j, 0]) + int(loud[j, 1])
+        n_loud = loud0 + loud1
         st["windows"] += 2
         st["quiet"] += 2 - n_loud
         st["groups"] += n_loud

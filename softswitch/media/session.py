@@ -144,7 +144,7 @@ class MediaSession:
         if self._latched is None:
             self._latched = addr
             self._route()
-        if self._playback is not None and stream.rfc4733.active_digit is not None:
+        if stream.key_down and self._playback is not None:
             self._barge("dtmf")
         if event is not None:
             self._dtmf(event, now)

@@ -53,6 +53,7 @@ class RtpStream:
         self._pending: list[np.ndarray] = []
         self.configure(params)
         self.received = self.dropped_pt = self.cn_packets = self.dtmf_packets = 0
+        self.key_down = False  # an RFC 4733 key press is in progress (barge-in before its end)
 
     def _new_jitter(self) -> JitterBuffer:
         s = self.jitter_settings
@@ -81,7 +82,9 @@ class RtpStream:
         if pkt.pt == self.params.te_pt:
             self.dtmf_packets += 1
             self.rtcp.on_rtp_received(pkt.ssrc, pkt.seq, pkt.ts, arrival)
-            return self.rfc4733.feed(pkt.payload, pkt.ts, pkt.marker)
+            event = self.rfc4733.feed(pkt.payload, pkt.ts, pkt.marker)
+            self.key_down = self.rfc4733.active_digit is not None
+            return event
         codec = self._decoders.get(pkt.pt)
         if codec is None:
             if pkt.pt == CN_PT:
