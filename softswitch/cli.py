@@ -1,4 +1,4 @@
-"""Command line: ``softswitch run | config check | cdr``.
+"""Command line: ``softswitch run | config check | cdr | ivr validate``.
 
 One small ``cmd_*`` function per subcommand; ``build_parser`` wires them. Configuration problems print the
 ``ConfigError`` message (file:line: key: what is wrong) and exit 2, never a traceback.
@@ -40,6 +40,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks, "
           f"{len(config.routes)} routes)")
     return EXIT_OK
+
+
+def cmd_ivr_validate(args: argparse.Namespace) -> int:
+    from ivr.validator import main_validate  # lazy: the IVR package is not needed to run a switch
+
+    config = load_config(args.config) if args.config else Config()
+    status = EXIT_OK
+    for path in args.files:
+        status = max(status, main_validate(path, prompts_dirs=(config.prompts_dir(),)))
+    return status
 
 
 def cmd_cdr(args: argparse.Namespace) -> int:
@@ -100,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("check", help="validate a config file")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("ivr", help="IVR flow tools")
+    ivr_sub = p.add_subparsers(dest="ivr_command", required=True, metavar="ACTION")
+    p = ivr_sub.add_parser("validate", help="check flow files (YAML/JSON): errors name file:line and node")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--config", "-c", metavar="FILE", help="config whose media.prompts_dir holds prompts")
+    p.set_defaults(func=cmd_ivr_validate)
 
     p = sub.add_parser("cdr", help="print call detail records")
     p.add_argument("--config", "-c", metavar="FILE", help=config_help)

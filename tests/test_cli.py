@@ -98,3 +98,12 @@ def test_main_in_process(capsys, tmp_path):
     (tmp_path / "bad.toml").write_text("nope = 1\n")
     assert main(["config", "check", str(tmp_path / "bad.toml")]) == 2
     assert "nope: unknown key" in capsys.readouterr().err
+
+
+def test_ivr_validate(tmp_path, capsys):
+    assert main(["ivr", "validate", str(ROOT / "config/flows/bank.yaml")]) == 0
+    assert capsys.readouterr().out.strip().endswith("bank.yaml: ok")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstart: a\nnodes:\n  a:\n    type: goto\n    target: b\n")
+    assert main(["ivr", "validate", str(bad)]) == 1
+    assert f"{bad}:6: node a: target: goes to unknown node 'b'" in capsys.readouterr().out
