@@ -52,6 +52,25 @@ def cmd_ivr_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_ivr_simulate(args: argparse.Namespace) -> int:
+    from ivr.flow import FlowError
+    from ivr.simulator import main_simulate
+
+    try:
+        return main_simulate(args.flow, args.answers or [], args.json)
+    except FlowError as e:
+        raise CliError(str(e)) from None
+
+
+class _Answer(argparse.Action):
+    """--say/--dtmf/--wav keep their command-line order: each answers the next gather."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        answers = getattr(namespace, "answers", None) or []
+        answers.append((self.dest, value))
+        namespace.answers = answers
+
+
 def cmd_cdr(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     rows = _read_cdrs(config, args.last)
@@ -117,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--config", "-c", metavar="FILE", help="config whose media.prompts_dir holds prompts")
     p.set_defaults(func=cmd_ivr_validate)
+    p = ivr_sub.add_parser("simulate", help="run a flow without a call, answering its gathers in order")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("--say", action=_Answer, metavar="TEXT", help="answer the next gather by speaking TEXT")
+    p.add_argument("--dtmf", action=_Answer, metavar="DIGITS", help="answer the next gather with keys")
+    p.add_argument("--wav", action=_Answer, metavar="FILE", help="answer with audio through the real ASR")
+    p.add_argument("--json", action="store_true", help='print {"path": [...], "hits": [...], "result": ...}')
+    p.set_defaults(func=cmd_ivr_simulate, answers=None)
 
     p = sub.add_parser("cdr", help="print call detail records")
     p.add_argument("--config", "-c", metavar="FILE", help=config_help)

@@ -1,0 +1,14 @@
+"""transfer: hand the call to an extension, a number (through a trunk) or a queue."""
+
+from __future__ import annotations
+
+
+async def run(node_id, node, run) -> str | None:
+    problem = await run.channel.transfer(run.render(node.to), node.trunk)
+    if problem is None:
+        run.result = f"transferred: {node.to}"
+        return None
+    run.variables["transfer_error"] = problem
+    if node.failure is None:
+        run.result = f"failed: transfer to {node.to}: {problem}"
+    return node.failure

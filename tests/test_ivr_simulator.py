@@ -1,0 +1,115 @@
+"""The interpreter through the simulator: every branch of the bank flow by text and by keys, back,
+global keywords, reprompts and failure, coverage, the CLI's JSON, and the node types on a small flow."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from ivr.flow import load_flow, parse_flow
+from ivr.simulator import coverage, simulate
+from softswitch.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+BANK = ROOT / "config/flows/bank.yaml"
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return load_flow(BANK)
+
+
+@pytest.mark.parametrize("answers,path_prefix", [
+    ([("say", "credit card")], ["main_menu", "credit_card"]),
+    ([("say", "I'd like to ask about my bank account")], ["main_menu", "bank_account"]),
+    ([("say", "customer service please")], ["main_menu", "agent_transfer"]),
+    ([("say", "客服")], ["main_menu", "agent_transfer"]),
+    ([("dtmf", "1")], ["main_menu", "credit_card"]),
+    ([("dtmf", "2")], ["main_menu", "bank_account"]),
+    ([("dtmf", "0")], ["main_menu", "agent_transfer"]),
+    ([("say", "credit card"), ("say", "what is my balance")], ["main_menu", "credit_card", "card_balance"]),
+    ([("say", "credit card"), ("say", "my card was stolen")], ["main_menu", "credit_card", "card_lost"]),
+])
+def test_bank_branches(bank, answers, path_prefix):
+    run, _ = simulate(bank, answers)
+    assert run.path[:len(path_prefix)] == path_prefix, run.path
+
+
+def test_back_returns_to_the_previous_gather(bank):
+    run, _ = simulate(bank, [("say", "credit card"), ("say", "go back"), ("dtmf", "2")])
+    assert run.path[:5] == ["main_menu", "credit_card", "back_from_card", "main_menu", "bank_account"]
+    assert [h["source"] for h in run.hits[:3]] == ["speech", "speech", "dtmf"]
+
+
+def test_global_keyword_works_in_a_sub_menu(bank):
+    run, _ = simulate(bank, [("say", "bank account"), ("say", "operator")])
+    assert run.path[:3] == ["main_menu", "bank_account", "agent_transfer"]
+
+
+def test_queue_transfer_fails_clearly_until_the_acd_exists(bank):
+    run, log = simulate(bank, [("dtmf", "0")])
+    assert "transfer: queue:support" in log
+    assert run.variables["transfer_error"] == "queues are not available yet (ACD)"
+    assert run.path[-1] == "hangup" and run.path[-2] != "agent_transfer"
+
+
+def test_no_match_and_no_input_reprompt_then_fail(bank):
+    run, log = simulate(bank, [("say", "pizza"), ("say", "weather")])  # then silence
+    assert run.path == ["main_menu", "goodbye_failure", "hangup"]
+    assert [h["source"] for h in run.hits] == ["speech", "speech", "none"]
+    assert log.count("say: Sorry, I didn't catch that.") == 2  # reprompted twice, then the failure edge
+    run, log = simulate(bank, [])  # silence all along
+    assert log.count("say: Sorry, I didn't hear anything.") == 2 and run.path[1] == "goodbye_failure"
+
+
+def test_coverage_lists_branches_never_taken(bank):
+    runs = [simulate(bank, a)[0] for a in ([("dtmf", "1")], [("dtmf", "2")])]
+    missing = coverage(bank, runs)
+    assert "main_menu -> agent_transfer" in missing and "main_menu -> credit_card" not in missing
+    everything = [simulate(bank, a)[0] for a in (
+        [("dtmf", "1"), ("dtmf", "1")], [("dtmf", "1"), ("dtmf", "2")], [("dtmf", "1"), ("dtmf", "*")],
+        [("dtmf", "2"), ("dtmf", "1")], [("dtmf", "2"), ("dtmf", "2")], [("dtmf", "2"), ("dtmf", "*")],
+        [("dtmf", "0")], [], [("dtmf", "1")], [("dtmf", "2")])]
+    assert coverage(bank, everything) == []
+
+
+def test_cli_json(capsys):
+    assert main(["ivr", "simulate", str(BANK), "--say", "credit card", "--dtmf", "*", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["path"][:4] == ["main_menu", "credit_card", "back_from_card", "main_menu"]
+    assert out["hits"][0]["keyword"] == "credit card" and out["hits"][1]["source"] == "dtmf"
+
+
+FLOW = """
+name: small
+start: hello
+nodes:
+  hello: {type: set, variables: {greeting: "hi {{caller}}"}, next: when}
+  when:
+    type: branch
+    conditions:
+      - {weekdays: [sat, sun], goto: closed}
+      - {caller: "^100", hours: "09:00-17:00", goto: say}
+    default: closed
+  say: {type: say, text: "{{greeting}}, welcome", next: rec}
+  rec: {type: record, max_s: 5, next: bye}
+  closed: {type: say, text: "We are closed", next: bye}
+  bye: {type: hangup}
+"""
+
+
+@pytest.mark.parametrize("now,caller,expect", [
+    (datetime(2026, 11, 20, 10, 0), "1001", ["hello", "when", "say", "rec", "bye"]),   # Friday, office hours
+    (datetime(2026, 11, 21, 10, 0), "1001", ["hello", "when", "closed", "bye"]),        # Saturday
+    (datetime(2026, 11, 20, 18, 0), "1001", ["hello", "when", "closed", "bye"]),        # after hours
+    (datetime(2026, 11, 20, 10, 0), "2001", ["hello", "when", "closed", "bye"]),        # other caller
+])
+def test_set_branch_say_record_hangup(now, caller, expect):
+    flow = parse_flow(FLOW)
+    run, log = simulate(flow, [], variables={"now": now, "caller": caller})
+    assert run.path == expect and run.result == "hangup"
+    if "say" in expect:
+        assert f"say: hi {caller}, welcome" in log and run.variables["recording"] == "simulated.wav"
