@@ -23,6 +23,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic import model_validator
 
+from softswitch.config import plain_message
+
 Loc = tuple[str | int, ...]
 SCHEMA_PATH = Path(__file__).resolve().parent / "flow.schema.json"
 FLOW_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
@@ -594,18 +596,10 @@ def _problems(e: ValidationError, data: dict[str, Any]) -> list[tuple[Loc, str, 
             hint = (f"did you mean {close[0]!r}?" if close else
                     f"allowed: {', '.join(allowed)}" if allowed else "no other fields allowed")
             msg = f"unknown field {loc[-1]!r} ({hint})"
-        elif kind == "missing":
-            msg = "required key is missing"
-        elif kind == "value_error":
-            msg = msg.removeprefix("Value error, ")
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             msg = f"must be a mapping, got {_what(err.get('input'))}"
         else:
-            if kind.endswith("_parsing"):
-                msg = msg.split(",")[0]
-            value = err.get("input")
-            if not isinstance(value, (dict, list)):
-                msg = f"{msg}, got {value!r}"
+            msg = plain_message(err)
         if loc and loc[-1] == "[key]":
             if kind == "string_type":
                 msg = f"key {loc[-2]!r} must be text (quote it: '{loc[-2]}')"

@@ -512,20 +512,24 @@ def _problems(e: ValidationError) -> list[tuple[Loc, str]]:
         if isinstance(cause, _Problems):
             out.extend((loc + sub, m) for sub, m in cause.items)
             continue
-        if kind == "extra_forbidden":
-            msg = _unknown_key_message(loc)
-        elif kind == "missing":
-            msg = "required key is missing"
-        elif kind == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        else:
-            if kind.endswith("_parsing"):
-                msg = msg.split(",")[0]
-            value = err.get("input")
-            if not isinstance(value, (dict, list)):
-                msg = f"{msg}, got {value!r}"
-        out.append((loc, msg))
+        out.append((loc, _unknown_key_message(loc) if kind == "extra_forbidden" else plain_message(err)))
     return out
+
+
+def plain_message(err: Any) -> str:
+    """One pydantic error as a user reads it: no "Value error, " prefix, the offending value shown.
+
+    Shared by the config and the IVR flow loader, so both speak the same way about bad values.
+    """
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind.endswith("_parsing"):
+        msg = msg.split(",")[0]
+    value = err.get("input")
+    return msg if isinstance(value, (dict, list)) else f"{msg}, got {value!r}"
 
 
 def _unknown_key_message(loc: Loc) -> str:
