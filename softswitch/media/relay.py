@@ -200,14 +200,7 @@ class RelayCall:
         b._link(a)
         self.tap_points: dict[str, TapPoint] = {}
         self._streams: dict[str, RtpStream] = {}
-        self._te = {"a": None, "b": None}
         self._index = 0
-
-    def set_telephone_event(self, a_pt: int | None, b_pt: int | None) -> None:
-        """The telephone-event payload type each party sends (so taps skip it)."""
-        self._te = {"a": a_pt, "b": b_pt}
-        for name, stream in self._streams.items():
-            stream.params.te_pt = self._te[name]
 
     def tap(self, leg: str = "a", maxsize: int = 500, wake_batch: int = 1) -> Tap:
         """Frames of the call as ``leg``'s party has it: "rx" what it says, "tx" what it hears."""
@@ -217,7 +210,7 @@ class RelayCall:
             raise RuntimeError("this relay has no media clock to tap with")
         if not self._streams:
             for name, side in (("a", self.a), ("b", self.b)):
-                params = StreamParams("0.0.0.0", 0, 0, "PCMU", 0, self._te[name], 20, "recvonly",
+                params = StreamParams("0.0.0.0", 0, 0, "PCMU", 0, None, 20, "recvonly",
                                       {0: "PCMU", 8: "PCMA"})
                 self._streams[name] = RtpStream(params, "tap")
                 side._decode_to(self._streams[name])
