@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from .flow import Flow, GatherNode
 
+QUEUES_UNAVAILABLE = "queues are not available yet (ACD)"  # until the ACD lands, a queue transfer says so
+
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from .flow import Flow, GatherNode, load_flow
 from .interpreter import run_flow
 from .matching import Grammar, digits
-from .runtime import Input, Run
+from .runtime import QUEUES_UNAVAILABLE, Input, Run
 
 
 @dataclass
@@ -75,7 +75,7 @@ class SimChannel:
     async def transfer(self, target: str, trunk: str | None) -> str | None:
         self.log.append(f"transfer: {target}")
         if target.startswith("queue:"):
-            return "queues are not available yet (ACD)"
+            return QUEUES_UNAVAILABLE
         return None
 
     async def record(self, max_s: int, beep: bool) -> str | None:
@@ -109,6 +109,78 @@ def coverage(flow: Flow, runs: Sequence[Run]) -> list[str]:
         if (node_id, node.failure) not in taken:
             missing.append(f"{node_id} -> {node.failure} (failure)")
     return missing
+
+
+def coverage_total(flow: Flow) -> int:
+    """How many gather edges ``coverage`` looks at (branches plus failure edges)."""
+    return sum(len(n.branches) + 1 for n in flow.nodes.values() if n.type == "gather")
+
+
+@dataclass
+class Case:
+    name: str
+    answers: list[tuple[str, str]]
+    expect: str | None = None  # a node the path must reach
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    """A YAML/JSON list of ``{name, answers: [{say|dtmf|wav: value}, ...], expect: node}``; wav paths
+    are relative to the cases file. Errors name the file and the case."""
+    import yaml
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read cases: {e}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of cases")
+    cases = []
+    for i, item in enumerate(data):
+        where = f"{path}: case {i + 1}"
+        if not isinstance(item, dict) or not isinstance(item.get("answers", []), list):
+            raise ValueError(f"{where}: expected {{name, answers: [...], expect}}")
+        answers = []
+        for a in item.get("answers", []):
+            if not isinstance(a, dict) or len(a) != 1 or next(iter(a)) not in ("say", "dtmf", "wav"):
+                raise ValueError(f"{where}: each answer is one of say: TEXT, dtmf: KEYS, wav: FILE (got {a!r})")
+            kind, value = next(iter(a.items()))
+            value = str(value)
+            if kind == "wav" and not Path(value).is_absolute():
+                value = str(path.parent / value)
+            answers.append((kind, value))
+        cases.append(Case(str(item.get("name", f"case {i + 1}")), answers, item.get("expect")))
+    return cases
+
+
+def main_cases(path: str, cases_path: str, as_json: bool = False) -> int:
+    """``softswitch ivr simulate FLOW --cases FILE``: every case, whether it reached its ``expect``
+    node, and the gather edges no case exercised. 1 if a case missed its node."""
+    flow = load_flow(path)
+    cases = load_cases(cases_path)
+    asr = None
+    if any(kind == "wav" for c in cases for kind, _ in c.answers):
+        from asr.pocketsphinx_engine import PocketSphinxEngine
+        asr = PocketSphinxEngine()
+    results, runs = [], []
+    for case in cases:
+        run, _ = simulate(flow, case.answers, asr)
+        runs.append(run)
+        ok = case.expect is None or case.expect in run.path
+        results.append({"name": case.name, "ok": ok, "expect": case.expect, **run.summary()})
+    missing = coverage(flow, runs)
+    total = coverage_total(flow)
+    failed = [r for r in results if not r["ok"]]
+    if as_json:
+        print(json.dumps({"cases": results, "coverage": {"edges": total, "exercised": total - len(missing),
+                                                          "missing": missing}}, ensure_ascii=False, indent=2))
+    else:
+        for r in results:
+            print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']}: {' -> '.join(r['path'])}"
+                  + (f" (expected {r['expect']})" if not r["ok"] else ""))
+        print(f"coverage: {total - len(missing)} of {total} gather edges exercised")
+        for edge in missing:
+            print(f"  never taken: {edge}")
+    return 1 if failed else 0
 
 
 def main_simulate(path: str, answers: Sequence[tuple[str, str]], as_json: bool = False) -> int:

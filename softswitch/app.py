@@ -17,9 +17,10 @@ import time
 from typing import Any
 
 from .calls.call import Call, CallState
+from .calls.flows import FlowLibrary
 from .calls.leg import Leg, Target
 from .cdr import CDR
-from .config import Config
+from .config import Config, ConfigError
 from .media.ports import PortAllocator
 from .media.engine import MediaEngine, MediaSettings
 from .media.stream import JitterSettings
@@ -61,6 +62,9 @@ class Switch:
             prompts_dir=config.prompts_dir(), tts_cache_dir=config.resolve_path(m.tts_cache_dir),
             tts_voice=m.tts_voice, tts_rate=m.tts_rate))
         self.relay = self.media.relay
+        self.flows = FlowLibrary(config)
+        self.flows.load()  # a broken flow fails the start, naming file, line and node
+        self._warm: asyncio.Future[None] | None = None
         self.store = AsyncStore(open_store(config))
         self.calls: dict[str, Call] = {}
         self.inbound: dict[str, Call] = {}                    # A-leg Call-ID -> call
@@ -87,6 +91,9 @@ class Switch:
                 reg = TrunkRegistration(self.stack, trunk, self.config.sip.domain)
                 self.registrations.append(reg)
                 reg.start()
+        if self.flows.flows:
+            await self.flows.start_asr()
+            self._warm = asyncio.ensure_future(self.flows.warm(self.media))
         log.info("softswitch up: %d users, %d trunks, %d routes, %d registrations restored",
                  len(self.users), len(self.trunks), len(self.dialplan), self.registrar.location.count())
 
@@ -112,7 +119,10 @@ class Switch:
         await self.store.close()
         self.stack.close()
         media = self.media.stats()
+        if self._warm is not None:
+            self._warm.cancel()
         self.media.close()
+        self.flows.close()
         log.info("media: %s", " ".join(f"{k}={v}" for k, v in media.items()))
         log.info("softswitch stopped: %d CDRs written", self.cdrs_written)
 
@@ -285,6 +295,8 @@ class Switch:
         """Attempt groups for a route decision, or the status that says why there are none."""
         if d.kind == "service":
             return None, 0, ""
+        if d.kind == "flow":
+            return (None, 0, "") if self.flows.get(d.target) is not None else (None, 500, "Flow Not Loaded")
         if d.kind == "user":
             if d.target not in self.users:
                 return None, 404, "Not Found"
@@ -304,7 +316,7 @@ class Switch:
                 uri = SipURI(user=d.number, host=gw.addr.host, port=gw.addr.port, params=params)
                 groups.append([Target(uri, gw.addr, trunk, gw, f"trunk:{trunk.name}")])
             return groups, 0, ""
-        # flow: and queue: targets arrive with the IVR and ACD issues.
+        # queue: targets arrive with the ACD.
         return None, 501, f"No {d.kind} engine yet"
 
     def call_ended(self, call: Call) -> None:
@@ -331,7 +343,7 @@ def build_cdr(call: Call, stats: dict) -> CDR:
     req = a.request
     from_uri = req.from_.uri
     src, dst = call.source, call.decision
-    if dst.kind == "service":
+    if dst.kind in ("service", "flow"):
         direction = "local"
     elif src.kind == "trunk":
         direction = "transit" if dst.kind == "trunk" else "inbound"
@@ -359,7 +371,7 @@ def build_cdr(call: Call, stats: dict) -> CDR:
         duration=round(end - call.start_ts, 3),
         billsec=round(end - call.answer_ts, 3) if call.answer_ts else 0.0,
         disposition=call.disposition(), sip_status=call.status or 0, q850_cause=call.q850,
-        hangup_by=call.hangup_by, legs=legs, extra={})
+        hangup_by=call.hangup_by, legs=legs, ivr=call.ivr_summary(), extra={})
 
 
 def _same_host(digest_uri: str | None, request_uri: Any) -> bool:
@@ -422,7 +434,7 @@ async def _serve(config: Config) -> int:
         # generation less often and full collections rarely (the code makes few cycles).
         gc.set_threshold(5000, 20, 100)
         gc.callbacks.append(switch.gc_watch)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     stop = asyncio.Event()

@@ -56,9 +56,15 @@ def cmd_ivr_simulate(args: argparse.Namespace) -> int:
     from ivr.flow import FlowError
     from ivr.simulator import main_simulate
 
+    from ivr.simulator import main_cases
+
     try:
+        if args.cases:
+            if args.answers:
+                raise CliError("give either --cases or --say/--dtmf/--wav answers, not both")
+            return main_cases(args.flow, args.cases, args.json)
         return main_simulate(args.flow, args.answers or [], args.json)
-    except FlowError as e:
+    except (FlowError, ValueError) as e:
         raise CliError(str(e)) from None
 
 
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--say", action=_Answer, metavar="TEXT", help="answer the next gather by speaking TEXT")
     p.add_argument("--dtmf", action=_Answer, metavar="DIGITS", help="answer the next gather with keys")
     p.add_argument("--wav", action=_Answer, metavar="FILE", help="answer with audio through the real ASR")
+    p.add_argument("--cases", metavar="FILE", help="run every scripted case of FILE (YAML) and report the "
+                   "gather branches no case exercised (coverage)")
     p.add_argument("--json", action="store_true", help='print {"path": [...], "hits": [...], "result": ...}')
     p.set_defaults(func=cmd_ivr_simulate, answers=None)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 KNOWN_SERVICES: tuple[str, ...] = ("echo", "playback", "dtmf", "moh")
 TARGET_KINDS: tuple[str, ...] = ("user", "trunk", "service", "flow", "queue")
@@ -25,6 +25,9 @@ LISTEN_TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
 AUTH_ALGORITHMS: tuple[str, ...] = ("SHA-256", "MD5")
 
 SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "config" / "prompts"
+SHIPPED_FLOWS = Path(__file__).resolve().parent.parent / "config" / "flows"
+ASR_ENGINES: tuple[str, ...] = ("pocketsphinx", "vosk")
+FLOW_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
 Loc = tuple[str | int, ...]
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR = re.compile(r"[^,\]}\s#]+( [0-9:.+Z-]+)?")  # numbers, booleans, dates (which may contain one space)
@@ -216,6 +219,22 @@ class ServicesConfig(_Model):
     dtmf_timeout_s: float = Field(2.0, gt=0, le=60)
 
 
+class IvrConfig(_Model):
+    flows_dir: str = ""
+    asr_engine: Literal["pocketsphinx", "vosk"] = "pocketsphinx"
+    vosk_model: str = ""
+    asr_threads: int = Field(2, ge=1, le=64)
+    inter_digit_s: float = Field(2.0, gt=0, le=30)
+    max_utterance_s: float = Field(10.0, gt=0, le=120)
+    recordings_dir: str = Field("data/voicemail", min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IvrConfig:
+        if self.asr_engine == "vosk" and not self.vosk_model:
+            raise _Problems([(("vosk_model",), "asr_engine = \"vosk\" needs the path of a Vosk model directory")])
+        return self
+
+
 class CallsConfig(_Model):
     ring_timeout_s: float = Field(60.0, gt=0)
     max_duration_s: float = Field(14400.0, gt=0)
@@ -380,6 +399,7 @@ def _default_routes() -> list[RouteConfig]:
     return [RouteConfig(name="echo", exact="echo", to="service:echo"),
             RouteConfig(name="playback", exact="playback", to="service:playback"),
             RouteConfig(name="dtmf", exact="dtmf", to="service:dtmf"),
+            RouteConfig(name="ivr", exact="100", to="flow:bank"),
             RouteConfig(name="extensions", regex=r"^(1\d{3})$", to="user")]
 
 
@@ -390,6 +410,7 @@ class Config(_Model):
     media: MediaConfig = Field(default_factory=MediaConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
+    ivr: IvrConfig = Field(default_factory=IvrConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -417,6 +438,19 @@ class Config(_Model):
             return self.resolve_path(self.media.prompts_dir)
         return SHIPPED_PROMPTS
 
+    def flows_dir(self, base: Path | None = None) -> Path:
+        """Where IVR flows live (``flow:NAME`` is NAME.yaml/.yml/.json there): ``ivr.flows_dir`` or the
+        flows shipped in ``config/flows``."""
+        if not self.ivr.flows_dir:
+            return SHIPPED_FLOWS
+        if base is not None:
+            return (base / Path(self.ivr.flows_dir).expanduser()).resolve()
+        return self.resolve_path(self.ivr.flows_dir)
+
+    def flow_path(self, name: str, base: Path | None = None) -> Path | None:
+        where = self.flows_dir(base)
+        return next((where / f"{name}{sfx}" for sfx in FLOW_SUFFIXES if (where / f"{name}{sfx}").is_file()), None)
+
     def store_path(self) -> Path:
         return self.resolve_path(self.store.path)
 
@@ -430,7 +464,8 @@ class Config(_Model):
         return isinstance(other, Config) and self.model_dump() == other.model_dump()
 
     @model_validator(mode="after")
-    def _cross_check(self) -> Config:
+    def _cross_check(self, info: ValidationInfo) -> Config:
+        base = (info.context or {}).get("base")  # the config file's directory (relative flows_dir)
         problems: list[tuple[Loc, str]] = []
         for section in ("users", "trunks", "routes"):
             items = getattr(self, section)
@@ -446,6 +481,9 @@ class Config(_Model):
                 problems.append((("routes", i, "to"), f"trunk {name!r} has no gateways to send calls to"))
             elif kind == "user" and name is not None and name not in users:
                 problems.append((("routes", i, "to"), f"unknown user {name!r} ({_known(users)})"))
+            elif kind == "flow" and self.flow_path(name, base) is None:
+                problems.append((("routes", i, "to"), f"no flow {name!r}: none of "
+                                 f"{', '.join(name + x for x in FLOW_SUFFIXES)} in {self.flows_dir(base)}"))
             if route.source.startswith("trunk:") and route.source[6:] not in trunks:
                 problems.append((("routes", i, "source"), f"unknown trunk {route.source[6:]!r} ({_known(trunks)})"))
         if problems:
@@ -482,7 +520,8 @@ def parse_config(text: str, path: str | Path | None = None) -> Config:
         where = f"{name}:{m.group(2)}:{m.group(3)}" if m else name
         raise ConfigError(f"{where}: TOML syntax error: {m.group(1) if m else e}") from None
     try:
-        config = Config.model_validate(data)
+        context = {"base": Path(path).resolve().parent} if path is not None else None
+        config = Config.model_validate(data, context=context)
     except ValidationError as e:
         lines = _KeyLines(text)
         located = sorted(((lines.find(loc), loc, msg) for loc, msg in _problems(e)),

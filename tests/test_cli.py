@@ -94,7 +94,7 @@ def test_cdr_csv(tmp_path):
 
 def test_main_in_process(capsys, tmp_path):
     assert main(["config", "check", str(ROOT / "config/default.toml")]) == 0
-    assert "OK (3 users, 0 trunks, 4 routes)" in capsys.readouterr().out
+    assert "OK (3 users, 0 trunks, 5 routes)" in capsys.readouterr().out
     (tmp_path / "bad.toml").write_text("nope = 1\n")
     assert main(["config", "check", str(tmp_path / "bad.toml")]) == 2
     assert "nope: unknown key" in capsys.readouterr().err

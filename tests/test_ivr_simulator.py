@@ -113,3 +113,67 @@ def test_set_branch_say_record_hangup(now, caller, expect):
     assert run.path == expect and run.result == "hangup"
     if "say" in expect:
         assert f"say: hi {caller}, welcome" in log and run.variables["recording"] == "simulated.wav"
+
+
+# --- --wav: every branch of the bank flow through the real recogniser ----------------------
+
+WAV_CASES = [
+    (["credit card"], ["main_menu", "credit_card"]),
+    (["bank account"], ["main_menu", "bank_account"]),
+    (["customer service"], ["main_menu", "agent_transfer"]),
+    (["credit card", "balance"], ["main_menu", "credit_card", "card_balance"]),
+    (["credit card", "lost card"], ["main_menu", "credit_card", "card_lost"]),
+    (["credit card", "go back"], ["main_menu", "credit_card", "back_from_card", "main_menu"]),
+    (["bank account", "account balance"], ["main_menu", "bank_account", "account_balance"]),
+    (["bank account", "open an account"], ["main_menu", "bank_account", "account_open"]),
+    (["bank account", "go back"], ["main_menu", "bank_account", "back_from_account", "main_menu"]),
+]
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    """espeak-ng phrases, telephone band, through a G.711 round trip (as a caller would arrive)."""
+    from asr.eval import synth
+    from peers.audio import write_wav
+    out = tmp_path_factory.mktemp("spoken")
+    phrases = {p for words, _ in WAV_CASES for p in words}
+    return {p: write_wav(out / f"{p.replace(' ', '_')}.wav", synth(p, "en-us", 150)) for p in phrases}
+
+
+@pytest.mark.timeout(180)
+def test_wav_answers_take_every_bank_branch(spoken, capsys):
+    runs = []
+    for words, path_prefix in WAV_CASES:
+        argv = ["ivr", "simulate", str(BANK), "--json"]
+        for w in words:
+            argv += ["--wav", str(spoken[w])]
+        main(argv)
+        out = json.loads(capsys.readouterr().out)
+        assert out["path"][:len(path_prefix)] == path_prefix, (words, out)
+        assert [h["source"] for h in out["hits"][:len(words)]] == ["speech"] * len(words), out["hits"]
+        runs.append(out)
+
+
+def test_cases_file_reports_full_coverage_of_the_shipped_cases(capsys):
+    assert main(["ivr", "simulate", str(BANK), "--cases", str(ROOT / "config/flows/bank.cases.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all(c["ok"] for c in out["cases"]), [c for c in out["cases"] if not c["ok"]]
+    assert out["coverage"]["missing"] == [] and out["coverage"]["edges"] == 12
+
+
+def test_cases_file_names_untaken_branches_and_failed_expectations(tmp_path, capsys):
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("- name: keys one\n  answers: [{dtmf: '1'}, {dtmf: '1'}]\n  expect: card_balance\n"
+                     "- name: wrong\n  answers: [{dtmf: '2'}]\n  expect: credit_card\n")
+    assert main(["ivr", "simulate", str(BANK), "--cases", str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "ok   keys one" in out and "FAIL wrong" in out and "(expected credit_card)" in out
+    assert "never taken: main_menu -> agent_transfer" in out and "coverage: 4 of 12" in out
+
+
+def test_cases_file_errors_name_the_case(tmp_path, capsys):
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("- name: bad\n  answers: [{shout: hello}]\n")
+    assert main(["ivr", "simulate", str(BANK), "--cases", str(cases)]) == 1
+    err = capsys.readouterr().err
+    assert f"{cases}: case 1" in err and "say: TEXT" in err

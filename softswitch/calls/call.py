@@ -75,13 +75,18 @@ class Call:
         self._deferred_ack = False
         self.finished = False
         self.dtmf: list[dict[str, Any]] = []  # SIP INFO digits; media DTMF is in the session's stats
+        self.a_answer: SessionDescription | None = None  # what we answered the caller (terminated media)
+        self.ivr_run: Any = None          # the IVR flow's Run, for the CDR
+        self.session_stats: dict | None = None  # the terminated stretch of a call later bridged
+        self._transfer: asyncio.Future[str | None] | None = None  # a flow's transfer in progress
+        self._transfer_side: Any = None   # its callee-facing relay side
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
         """Answer a service, or start ringing the first group of targets."""
         try:
-            if self.decision.kind == "service":
-                await self._start_service()
+            if self.decision.kind in ("service", "flow"):
+                await self._start_terminated()
                 return
             assert groups
             self.groups = groups
@@ -96,8 +101,8 @@ class Call:
             self.log.exception("call setup failed: %s", exc)
             self.fail(500, "Server Internal Error")
 
-    async def _start_service(self) -> None:
-        """Answer with media terminated here and run the service's task until the call ends."""
+    async def _start_terminated(self) -> None:
+        """Answer with media terminated here and run the service's (or flow's) task until the call ends."""
         offer = self.a.offer
         if offer is None:
             self.fail(488, "Not Acceptable Here")  # late offer: services need the caller's codecs up front
@@ -116,6 +121,9 @@ class Call:
         if self.sw.config.media.level_meter:
             self.meter = LevelMeter(self.session.tap(wake_batch=50))  # 2 frames a tick: every 0.5 s
             self.meter_task = asyncio.ensure_future(self.meter.run())
+        if self.decision.kind == "flow":
+            self.service_task = asyncio.ensure_future(self._run_service(self._run_flow))
+            return
         from ..services import SERVICES
         self.service_task = asyncio.ensure_future(self._run_service(SERVICES[self.decision.target]))
 
@@ -134,7 +142,122 @@ class Call:
             self.log.warning("cannot start media: %s", exc)
             return None
         self.a.codec = f"{params.codec}/8000"
+        self.a_answer = answer
         return self.a.origin.stamp(answer).to_bytes()
+
+    async def _run_flow(self, _call: Call) -> None:
+        """The IVR: run the routed flow on this call's media; hang up when it ends without a transfer."""
+        from ivr.interpreter import run_flow
+        from ivr.runtime import Run
+        from .channel import CallChannel
+        flow = self.sw.flows.get(self.decision.target)
+        assert flow is not None  # the switch routes only to loaded flows
+        req = self.a.request
+        channel = CallChannel(self, flow)
+        variables = {"caller": _user(req.from_.uri) or "", "caller_name": req.from_.display or "",
+                     "called": self.decision.number, "call_id": self.id}
+        self.ivr_run = Run(flow, channel, variables)
+        try:
+            await run_flow(flow, channel, run=self.ivr_run)
+        finally:
+            channel.close()
+        self.log.info("flow %s: %s via %s", flow.name, self.ivr_run.result, " > ".join(self.ivr_run.path))
+        if not self.ivr_run.result.startswith("transferred"):
+            self.hangup(16, "system")
+
+    def ivr_summary(self) -> dict | None:
+        if self.ivr_run is None:
+            return None
+        summary = self.ivr_run.summary()
+        if summary["result"] == "running":  # the call ended inside the flow (its task is being cancelled)
+            summary["result"] = "abandoned"
+        return summary
+
+    # ------------------------------------------------------------------ transfer (from a flow)
+    async def transfer(self, to: str, trunk: str | None = None) -> str | None:
+        """Bridge the caller, now talking to a flow, to ``to`` ("extension:N", "number:+E164" or
+        "queue:NAME"). None once the callee answered; otherwise why not (the flow goes on)."""
+        kind, _, value = to.partition(":")
+        if self.session is None or self.state is not CallState.ANSWERED or self._transfer is not None:
+            return "the call cannot be transferred now"
+        if kind == "queue":
+            from ivr.runtime import QUEUES_UNAVAILABLE
+            return f"queue {value!r}: {QUEUES_UNAVAILABLE}"
+        if trunk is not None:
+            if trunk not in self.sw.trunks:
+                return f"unknown trunk {trunk!r}"
+            decision = RouteDecision(f"transfer:{trunk}", "trunk", trunk, value)
+        else:
+            found = self.sw.dialplan.route(value.lstrip("+") if kind == "extension" else value, self.source)
+            if found is None:
+                return f"no route for {value}"
+            decision = found
+        if decision.kind not in ("user", "trunk"):
+            return f"{value} routes to {decision.kind}:{decision.target}, which a transfer cannot reach"
+        groups, status, reason = self.sw._targets(decision)
+        if status or not groups:
+            return f"{value}: {status} {reason}".strip()
+        self._transfer = self.sw.loop.create_future()
+        try:
+            self._transfer_side = await self.sw.relay.side()
+        except Exception as exc:  # noqa: BLE001 - e.g. ports exhausted: the flow takes its failure edge
+            self._transfer = None
+            return f"no media port: {exc}"
+        self.groups = groups
+        self.log.info("transferring to %s (%s:%s)", to, decision.kind, decision.target)
+        timer = self.sw.loop.call_later(self.sw.config.calls.ring_timeout_s, self._transfer_timeout)
+        ringback = asyncio.ensure_future(self.session.play(self.sw.media.tone("ringback")))
+        self._next_group()
+        try:
+            return await self._transfer
+        finally:
+            timer.cancel()
+            ringback.cancel()
+            if self.session is not None:  # not bridged: the flow goes on, without the ringback
+                self.session.stop_playback()
+            self._transfer = None
+            if self.relay is None and self._transfer_side is not None:
+                self._transfer_side.close()
+            self._transfer_side = None
+
+    def _transfer_timeout(self) -> None:
+        self.log.info("transfer: no answer within %ss", self.sw.config.calls.ring_timeout_s)
+        self.groups.clear()
+        for leg in self.forks:
+            leg.cancel()
+        self._transfer_done("no answer")
+
+    def _transfer_done(self, outcome: str | None) -> None:
+        if self._transfer is not None and not self._transfer.done():
+            self._transfer.set_result(outcome)
+
+    def _transfer_answered(self, leg: OutboundLeg, response: Response) -> None:
+        """The transfer target answered: the session's sockets become the relay's caller side."""
+        self.b = leg
+        for other in self.forks:
+            if other is not leg:
+                other.cancel()
+        leg.ack()
+        session, side = self.session, self._transfer_side
+        self.session_stats = self.rtp_stats().get("a", {})
+        if self.meter_task is not None:
+            self.meter_task.cancel()
+        self.relay = self.sw.relay.join(session, side)
+        self.session = None
+        self._set_remote(leg, sdp_of(response))
+        self._transcode_to_caller(sdp_of(response))
+        self.log.info("transferred: bridged to %s", leg.target.label or leg.target.uri)
+        self._transfer_done(None)
+
+    def _transcode_to_caller(self, sdp: SessionDescription | None) -> None:
+        """The caller keeps the codec it agreed with the flow; translate when the callee chose the other law."""
+        mine = answer_codec(self.a_answer) if self.a_answer is not None else None
+        chosen = answer_codec(sdp) if sdp is not None else None
+        if mine is None or chosen is None or mine.name.upper() == chosen.name.upper():
+            return
+        self.relay.a.transcode({mine.pt: (chosen.pt, transcode_table(mine.name, chosen.name))})
+        self.relay.b.transcode({chosen.pt: (mine.pt, transcode_table(chosen.name, mine.name))})
+        self.log.info("transcoding %s (caller) <-> %s (callee)", mine.name, chosen.name)
 
     async def _run_service(self, service: Any) -> None:
         try:
@@ -166,6 +289,9 @@ class Call:
                 from_, to, max_forwards, extra = self._b_identity(leg.target)
                 leg.start(from_, to, max_forwards, self._offer_for_b(leg), extra)
             return
+        if self._transfer is not None:
+            self._transfer_done(f"{self.status or 480} (every target failed)")
+            return
         self.fail(self.status or 480, None)
 
     def _b_identity(self, target: Target) -> tuple[NameAddr, NameAddr, int, Headers]:
@@ -191,6 +317,10 @@ class Call:
         return from_, to, (69 if mf is None else mf - 1), extra
 
     def _offer_for_b(self, leg: OutboundLeg) -> bytes:
+        if self._transfer_side is not None and self.a_answer is not None:
+            # the caller's media stays as agreed with the flow: offer its codec (and the other law)
+            offer = with_transcoding(self.a_answer)
+            return leg.origin.stamp(self._anchored(offer, self._transfer_side.local_port)).to_bytes()
         offer = self.a.offer
         if offer is None:
             return b""  # late offer: the callee's 2xx will carry it
@@ -243,7 +373,8 @@ class Call:
         code = response.status
         if code == 100:
             return
-        if self.state is CallState.ENDED or (self.b is not None and leg is not self.b):
+        late = self.state is CallState.ANSWERED and self._transfer is None and leg is not self.b
+        if self.state is CallState.ENDED or (self.b is not None and leg is not self.b) or late:
             if 200 <= code < 300:  # a fork answered too late: take the call and hang it up
                 leg.ack()
                 leg.bye()
@@ -253,6 +384,12 @@ class Call:
         if leg is self.b and 200 <= code < 300:  # a retransmitted 2xx: our ACK was lost, nothing else changed
             if not self._deferred_ack:
                 leg.ack()
+            return
+        if self._transfer is not None:
+            if 200 <= code < 300:
+                self._transfer_answered(leg, response)
+            elif code >= 300:
+                self._b_failed(leg, code, response)
             return
         if code < 200:
             self._b_provisional(leg, code, response)
@@ -299,6 +436,9 @@ class Call:
         if trunk is not None and (trunk.fails_over_on(code) or leg.local_response) and self.groups:
             self.log.info("failing over after %d from %s", code, leg.target.dest)
             self._next_group()
+            return
+        if self._transfer is not None:
+            self._transfer_done(f"{code} {response.reason}")
             return
         self.fail(_MAP_TO_CALLER.get(code, code), None if code in _MAP_TO_CALLER else response.reason)
 
@@ -474,6 +614,10 @@ class Call:
             self.a.bye(cause)
             if self.b is not None:
                 self.b.bye(cause)
+            for leg in self.forks:  # a flow's transfer still ringing
+                if leg is not self.b:
+                    leg.cancel()
+            self._transfer_done("the call ended")
             self._end(200)
             return
         for leg in self.forks:
@@ -539,7 +683,12 @@ class Call:
 
     def rtp_stats(self) -> dict:
         if self.relay is not None:
-            return self.relay.stats()
+            stats = self.relay.stats()
+            if self.session_stats is not None:  # the flow's stretch: digits it heard, levels
+                stats["a"]["dtmf"] = self.session_stats.get("dtmf", [])
+                if "levels" in self.session_stats:
+                    stats["a"]["levels"] = self.session_stats["levels"]
+            return stats
         if self.session is not None:
             stats = self.session.stats()
             if self.meter is not None:

@@ -289,6 +289,29 @@ class MediaRelay:
         for relay in list(self._live):
             relay.close()
 
+    async def side(self) -> RelaySide:
+        """One side on its own: the callee-facing half of a bridge that ``join`` completes later."""
+        return await self._side()
+
+    def join(self, session: Any, b: RelaySide) -> RelayCall:
+        """Bridge a terminated session's party to ``b``: the session's sockets become side a.
+
+        The caller keeps sending to the same address and port, so an IVR call is handed to a person
+        without a re-INVITE; from now on its packets are forwarded, not decoded.
+        """
+        transports, latched, params = session.hand_over()
+        rtp, rtcp = _Endpoint(_RTP_MIN), _Endpoint(_RTCP_MIN)
+        for endpoint, transport, addr in zip((rtp, rtcp), transports, latched):
+            transport.set_protocol(endpoint)
+            endpoint.transport = transport
+            endpoint.latched = addr
+        a = RelaySide(session.local_port, self._family, rtp, rtcp, self._allocator.release, self._loop.time)
+        if params is not None:
+            a.set_remote(params.remote_host, params.remote_port if params.sending else 0, params.remote_rtcp_port)
+        call = RelayCall(a, b, self._live.discard, self._clock)
+        self._live.add(call)
+        return call
+
     async def _side(self) -> RelaySide:
         port, socks = bind_pair(self.ip, self._family, self._allocator)
         rtp, rtcp = _Endpoint(_RTP_MIN), _Endpoint(_RTCP_MIN)

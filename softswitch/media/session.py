@@ -344,6 +344,18 @@ class MediaSession:
                     "dtmf": list(self.dtmf_log), "dtmf_duplicates": self.dtmf_duplicates})
         return out
 
+    def hand_over(self) -> tuple[list[Any], list[Any], StreamParams | None]:
+        """Stop terminating media but keep the sockets open for a relay (``MediaRelay.join``):
+        (RTP and RTCP transports, their latched sources, the stream parameters)."""
+        if self.closed or self.rtp.transport is None or self.rtcp.transport is None:
+            raise RuntimeError("media session already closed")
+        self.closed = True
+        self.engine.clock.remove(self)
+        self.engine.session_closed(self)
+        self._end_playback("closed")
+        self.taps.close()
+        return [self.rtp.transport, self.rtcp.transport], [self._latched, self._rtcp_latched], self.params
+
     def close(self) -> None:
         """Stop media: RTCP BYE to the peer, sockets closed, playback and taps ended."""
         if self.closed:

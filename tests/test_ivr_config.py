@@ -1,0 +1,58 @@
+"""Flows in the config: a route to a missing flow is a config error naming the route; a broken flow stops
+the start with file, line and node; the embedded default routes 100 to the shipped bank flow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from softswitch.config import SHIPPED_FLOWS, Config, ConfigError, parse_config
+
+BAD_FLOW = """\
+name: bad
+start: a
+nodes:
+  a:
+    type: say
+    text: hi
+    next: nowhere
+"""
+
+
+def _config(flows_dir: str, flow: str) -> str:
+    return (f'[sip]\nlisten = ["udp:127.0.0.1:0"]\n[ivr]\nflows_dir = "{flows_dir}"\n'
+            f'[[routes]]\nname = "x"\nexact = "5"\nto = "flow:{flow}"\n')
+
+
+def test_embedded_default_routes_100_to_the_bank_flow():
+    config = Config()
+    route = next(r for r in config.routes if r.exact == "100")
+    assert route.to == "flow:bank" and config.flow_path("bank") == SHIPPED_FLOWS / "bank.yaml"
+
+
+def test_route_to_a_missing_flow_names_the_route(tmp_path):
+    (tmp_path / "flows").mkdir()
+    path = tmp_path / "c.toml"
+    with pytest.raises(ConfigError) as e:
+        parse_config(_config("flows", "nope"), path)
+    assert f"{path}:8: routes[0].to: no flow 'nope'" in str(e.value) and str(tmp_path / "flows") in str(e.value)
+
+
+def test_flows_dir_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "menu.json").write_text("{}")
+    config = parse_config(_config("flows", "menu"), tmp_path / "c.toml")
+    assert config.flow_path("menu") == tmp_path / "flows" / "menu.json"
+
+
+@pytest.mark.timeout(60)
+def test_a_broken_flow_stops_the_start_naming_file_line_and_node(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "bad.yaml").write_text(BAD_FLOW)
+    (tmp_path / "c.toml").write_text(_config("flows", "bad"))
+    out = subprocess.run([sys.executable, "-m", "softswitch", "run", "--config", "c.toml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out
+    assert f"{tmp_path / 'flows' / 'bad.yaml'}:7: node a: next: goes to unknown node 'nowhere'" in out.stderr
