@@ -49,3 +49,22 @@ def digits(node: GatherNode, pressed: str, decision_ms: float | None = None) -> 
         if b.digits is not None and b.digits == pressed:
             return Input("dtmf", pressed, i, None, pressed, 1.0, decision_ms)
     return Input("dtmf", pressed, decision_ms=decision_ms)
+
+
+def keys_decided(node: GatherNode, keys: str) -> Input | None:
+    """Whether the keys pressed so far decide the gather (None: wait for more, up to the inter-digit timeout).
+
+    Final once they are a branch's digits and no longer branch starts with them, or once no branch
+    starts with them (a no-match). '#' ends an entry early unless a branch wants it.
+    """
+    if not keys:
+        return None
+    wanted = [b.digits for b in node.branches if b.digits]
+    longer = [d for d in wanted if d != keys and d.startswith(keys)]
+    if keys in wanted and not longer:
+        return digits(node, keys, 0.0)
+    if keys.endswith("#") and keys not in wanted and len(keys) > 1:
+        return digits(node, keys[:-1], 0.0)
+    if not longer and keys not in wanted:
+        return digits(node, keys, 0.0)
+    return None

@@ -177,3 +177,43 @@ def test_cases_file_errors_name_the_case(tmp_path, capsys):
     assert main(["ivr", "simulate", str(BANK), "--cases", str(cases)]) == 1
     err = capsys.readouterr().err
     assert f"{cases}: case 1" in err and "say: TEXT" in err
+
+
+# --- when keys decide a gather (the live channel waits for more keys otherwise) ---------------
+
+KEYS_FLOW = """
+name: keys
+start: g
+nodes:
+  g:
+    type: gather
+    prompt: {say: "Enter"}
+    input: [dtmf]
+    branches:
+      - {digits: "1", goto: one}
+      - {digits: "12", goto: twelve}
+      - {digits: "3", goto: three}
+    failure: end
+  one: {type: hangup}
+  twelve: {type: hangup}
+  three: {type: hangup}
+  end: {type: hangup}
+"""
+
+
+@pytest.mark.parametrize("keys,decided,branch", [
+    ("", False, None),
+    ("1", False, None),      # "12" could still follow
+    ("12", True, 1),
+    ("3", True, 2),
+    ("9", True, None),       # no branch starts with 9: a no-match at once
+    ("1#", True, 0),         # '#' ends the entry
+    ("4#", True, None),
+])
+def test_keys_decided(keys, decided, branch):
+    from ivr.matching import keys_decided
+    node = parse_flow(KEYS_FLOW).nodes["g"]
+    found = keys_decided(node, keys)
+    assert (found is not None) == decided
+    if found is not None:
+        assert found.kind == "dtmf" and found.branch == branch

@@ -19,7 +19,7 @@ import numpy as np
 
 from asr.engine import FINAL, NO_INPUT, SPEECH_START_EVENT
 from ivr.flow import Flow, GatherNode
-from ivr.matching import Grammar, digits as digit_input
+from ivr.matching import Grammar, digits as digit_input, keys_decided
 from ivr.runtime import Input
 
 from ..media.dtmf import DtmfEvent
@@ -111,7 +111,7 @@ class CallChannel:
             how = await self._play(await (self._speech(p.say) if p.say else self._file(p.play or "")), node.barge_in)
         dtmf_ok = "dtmf" in node.input
         keys = self._typeahead() if dtmf_ok else ""
-        found = self._keys_decided(node, keys)
+        found = keys_decided(node, keys)
         if found is not None:
             return found
         listener = None
@@ -169,7 +169,7 @@ class CallChannel:
                             asr_task.cancel()
                             asr_task = None
                             await self._stop_listening()
-                        found = self._keys_decided(node, keys)
+                        found = keys_decided(node, keys)
                         if found is not None:
                             return found
                         timeout = self.config.inter_digit_s
@@ -197,19 +197,6 @@ class CallChannel:
             return Input("speech", event.text, score=event.score, decision_ms=decision_ms)
         branch, goto = grammar.targets[event.branch]
         return Input("speech", event.text, branch, goto, event.phrase, event.score, decision_ms)
-
-    def _keys_decided(self, node: GatherNode, keys: str) -> Input | None:
-        """A key sequence is final once it is a branch's digits and no longer branch starts with it,
-        once no branch starts with it, or on '#' (unless a branch wants '#')."""
-        if not keys:
-            return None
-        wanted = [b.digits for b in node.branches if b.digits]
-        longer = [d for d in wanted if d != keys and d.startswith(keys)]
-        if keys in wanted and not longer:
-            return digit_input(node, keys, 0.0)
-        if not longer and keys not in wanted:
-            return digit_input(node, keys.rstrip("#") if keys.endswith("#") and len(keys) > 1 else keys, 0.0)
-        return None
 
     async def _stop_listening(self) -> None:
         listener, self.listener = self.listener, None
