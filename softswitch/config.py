@@ -486,6 +486,12 @@ class Config(_Model):
                                  f"{', '.join(name + x for x in FLOW_SUFFIXES)} in {self.flows_dir(base)}"))
             if route.source.startswith("trunk:") and route.source[6:] not in trunks:
                 problems.append((("routes", i, "source"), f"unknown trunk {route.source[6:]!r} ({_known(trunks)})"))
+        if self.ivr.asr_engine == "vosk" and self.ivr.vosk_model:
+            model = Path(self.ivr.vosk_model).expanduser()
+            model = model if model.is_absolute() else (base or Path.cwd()) / model
+            if not model.is_dir():
+                problems.append((("ivr", "vosk_model"), f"{model} is not a directory (download a Vosk model, e.g. "
+                                                        f"vosk-model-small-en-us-0.15, and unpack it there)"))
         if problems:
             raise _Problems(problems)
         return self

@@ -56,3 +56,13 @@ def test_a_broken_flow_stops_the_start_naming_file_line_and_node(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1, out
     assert f"{tmp_path / 'flows' / 'bad.yaml'}:7: node a: next: goes to unknown node 'nowhere'" in out.stderr
+
+
+def test_vosk_needs_an_existing_model_directory(tmp_path):
+    text = '[ivr]\nasr_engine = "vosk"\nvosk_model = "models/vosk-en"\n'
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, tmp_path / "c.toml")
+    assert f"{tmp_path / 'c.toml'}:3: ivr.vosk_model: {tmp_path / 'models/vosk-en'} is not a directory" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config('[ivr]\nasr_engine = "vosk"\n', tmp_path / "c.toml")
+    assert "ivr.vosk_model: asr_engine = \"vosk\" needs the path of a Vosk model directory" in str(e.value)

@@ -111,6 +111,11 @@ class FlowLibrary:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def start_asr(self) -> None:
-        """Load the recogniser off the event loop so the first gather does not pay for it."""
+        """Load the recogniser off the event loop so the first gather does not pay for it.
+        A recogniser that cannot start (missing model, package) fails the start as a config error."""
         if self.needs_asr:
-            await asyncio.to_thread(self.asr)
+            try:
+                await asyncio.to_thread(self.asr)
+            except Exception as exc:  # noqa: BLE001 - whatever the engine raises, say where to look
+                self._asr = None
+                raise ConfigError(f"ivr.asr_engine = {self.config.ivr.asr_engine!r}: {exc}") from None
