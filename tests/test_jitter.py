@@ -648,3 +648,43 @@ def test_random_abuse_keeps_frames_well_formed_and_memory_bounded():
             assert not stretches or stretches[-1][1] - jb._p <= jb._limit
         s = jb.stats()
         assert json.loads(json.dumps(s)) == s
+
+
+def _stalled_run(catch_up: bool) -> tuple[float, float]:
+    """Steady packets; the clock stalls 300 ms at t=2 s (no pops; the packets of the stall are read late,
+    all at once, as the switch reads its socket after a stall). Delay = now - played position, before and
+    one second after the stall."""
+    jb = JitterBuffer(F, RATE, 60, True, 20, 200)
+    audio = tone(5.0)
+    pkts = packets(audio)
+    stall_at, stall = 2.0, 0.3
+    for p in pkts:  # what queued in the socket during the stall is read when the loop wakes up
+        if stall_at <= p.arrival < stall_at + stall:
+            p.arrival = stall_at + stall + 0.001
+    pending = sorted(pkts, key=lambda p: p.arrival)
+    i, delays = 0, {}
+    k, now = 0, PHASE
+    while now < 4.5:
+        now = PHASE + k * F / RATE
+        k += 1
+        if stall_at < now < stall_at + stall:
+            continue  # the loop is stuck: no tick
+        while i < len(pending) and pending[i].arrival <= now:
+            p = pending[i]
+            jb.push(p.seq, p.ts, p.ssrc, p.marker, p.pcm, p.arrival)
+            i += 1
+        if catch_up and stall_at + stall <= now < stall_at + stall + F / RATE:
+            jb.catch_up(int(stall * RATE / F))
+        frame = jb.pop(now)
+        if frame.rtp_ts is not None:
+            delays[round(now, 3)] = now - ((frame.rtp_ts - TS0) & MASK) / RATE
+    before = np.median([d for t, d in delays.items() if 1.0 < t < 2.0])
+    after = np.median([d for t, d in delays.items() if 3.3 < t < 4.3])
+    return before, after
+
+
+def test_catch_up_sheds_the_delay_a_clock_stall_leaves():
+    before, after = _stalled_run(catch_up=True)
+    assert after - before < 0.03, (before, after)
+    before, after = _stalled_run(catch_up=False)  # the same stall, left to the normal adaptation
+    assert after - before > 0.1, (before, after)

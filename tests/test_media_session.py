@@ -252,3 +252,65 @@ def test_a_broken_session_is_detached_and_the_others_keep_sending():
     sent, stats = asyncio.run(main())
     assert stats["errors"] == 1 and stats["members"] == 1, stats
     assert sent >= 15, sent  # the good session went on at 50 packets/s
+
+
+def test_a_stalled_loop_does_not_leave_the_stream_behind():
+    """After the loop stalls (a GC pause, a blocking call), the skipped ticks' audio is dropped: the
+    delay through the session returns to what it was, instead of staying 300 ms longer."""
+    import threading
+    import time
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        engine, session, _rtp, _rtcp = await setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the far phone, in its own threads:
+        sock.bind(("127.0.0.1", 0))                              # it keeps talking while our loop stalls
+        sock.settimeout(0.2)
+        port = sock.getsockname()[1]
+        session.start(StreamParams("127.0.0.1", port, port + 1, "PCMU", 0, None, 20, "sendrecv", {0: "PCMU"}))
+        session.echo = True
+        pcm = np.zeros(8000 * 5, np.int16)
+        burst = tone(0.04, 1000.0, 0.5)
+        for at in (1.0, 4.0):
+            pcm[int(at * 8000):int(at * 8000) + burst.size] = burst
+        heard: list[tuple[float, bytes]] = []
+        done = threading.Event()
+
+        def talk_thread() -> None:
+            t0 = time.monotonic()
+            for k, i in enumerate(range(0, pcm.size - 159, 160)):
+                time.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+                sock.sendto(build_rtp(0, k, k * 160, 0x1234, ulaw_encode(pcm[i:i + 160])),
+                            ("127.0.0.1", session.local_port))
+            time.sleep(0.5)
+            done.set()
+
+        def listen_thread() -> None:
+            while not done.is_set():
+                try:
+                    heard.append((time.monotonic(), sock.recv(2048)))
+                except OSError:
+                    pass
+        loop.call_later(2.0, time.sleep, 0.3)
+        start = time.monotonic()
+        threads = [threading.Thread(target=talk_thread), threading.Thread(target=listen_thread)]
+        for t in threads:
+            t.start()
+        while not done.is_set():
+            await asyncio.sleep(0.05)
+        for t in threads:
+            t.join()
+        sock.close()
+        stats = engine.clock.stats()
+        session.close()
+        engine.close()
+        arrivals: list[float] = []
+        for t, data in heard:
+            level = np.abs(ulaw_decode(parse_rtp(data).payload).astype(np.int32)).mean()
+            if level > 3000 and (not arrivals or t - arrivals[-1] > 0.5):
+                arrivals.append(t)
+        return [t - start - at for t, at in zip(arrivals, (1.0, 4.0))], stats
+    delays, stats = asyncio.run(main())
+    assert stats["skipped_frames"] > 0, stats
+    assert len(delays) == 2, delays
+    assert delays[1] - delays[0] < 0.1, f"echo delay {delays[0] * 1000:.0f} ms before the stall, {delays[1] * 1000:.0f} after"

@@ -3,7 +3,8 @@
 One timer for all streams (not one per call) keeps the loop's timer heap small and lets a tick
 process every stream back to back. A tick that fires late still runs (frames go out late, never
 lost); when the loop fell more than ``MAX_CATCH_UP`` ticks behind, the missed ticks are skipped
-and counted. Lateness is measured here, so the benchmark can report late frames.
+and counted, and members with a ``skip`` let that media time pass (audio queued meanwhile is dropped,
+so a stall does not leave every stream that much further behind for good). Lateness is measured here, so the benchmark can report late frames.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class MediaClock:
             self.skipped += missed * len(self._members)
             self._due += missed * self.period
             late -= missed * self.period
+            for member in list(self._members):
+                skip = getattr(member, "skip", None)
+                if skip is not None:
+                    try:
+                        skip(missed, now)
+                    except Exception:  # noqa: BLE001 - the next tick reports a broken member
+                        log.exception("media skip failed")
         n = len(self._members)
         self.ticks += 1
         self.frames += n

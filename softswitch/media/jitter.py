@@ -40,6 +40,7 @@ STRAGGLER_S = 0.5        # packets of the previous SSRC this soon after a change
 RELEASE_TAU_S = 2.0      # the adaptive target shrinks towards the need with this time constant
 SHRINK_AFTER = 50        # pops of surplus delay in continuous audio before one frame is dropped
 COOLDOWN = 10            # pops between two steps inside continuous audio
+MAX_CATCH_UP_FRAMES = 50  # at most 1 s of delay shed quickly after clock stalls
 
 
 @dataclass(slots=True)
@@ -180,6 +181,9 @@ class JitterBuffer:
         self._received = self._played = self._late = self._duplicates = self._concealed = 0
         self._silence = self._overflow = self._resyncs = self._ssrc_changes = 0
         self._grown = self._shrunk = 0
+        self._catch_up = 0        # frames of delay a stalled clock left behind, to shed quickly
+        self._blind = 0           # pops during which arrival times say nothing about the network
+        self._snap: tuple = ()    # delay estimate as of the last pop (restored after a stall)
 
     # ------------------------------------------------------------------ ring and stretches
     def _slice(self, x: int, n: int) -> np.ndarray:
@@ -381,6 +385,8 @@ class JitterBuffer:
 
     def _observe(self, end: int, n: int, arrival: float) -> None:
         """Transit of a packet's last sample: keeps the base (fastest path) and the delay it needed."""
+        if self._blind:
+            return
         transit = arrival * self.rate - end
         if arrival - self._blk_t >= BLOCK_S:
             before = min(self._min_cur, self._min_prev)
@@ -407,6 +413,9 @@ class JitterBuffer:
     # ------------------------------------------------------------------ pop
     def pop(self, now: float) -> Frame:
         """The next frame_samples of audio; called once per frame period on the media clock."""
+        self._snap = (self._target, self._min_cur, self._min_prev, self._need_cur, self._need_prev, self._blk_t)
+        if self._blind:
+            self._blind -= 1
         f = self.frame
         iv = self._iv
         if not self._started:
@@ -429,6 +438,12 @@ class JitterBuffer:
         if iv and iv[0][0] <= p and iv[0][1] >= q:    # the whole frame is here
             if not self._cont:
                 return self._mixed(p, f)
+            if self._catch_up > 0:
+                if surplus > 1.5 * f and iv[0][1] >= q + f:
+                    self._catch_up -= 1
+                    return self._drop(p)
+                if surplus <= 1.5 * f:
+                    self._catch_up = 0  # back in time: nothing left to shed
             if surplus < -self._tol and self._cool >= COOLDOWN:
                 return self._insert(p)
             if surplus > 1.5 * f:
@@ -538,6 +553,18 @@ class JitterBuffer:
         self._concealed += 1
         self._remember(pcm)
         return Frame(pcm, self._rtp(p), "concealed")
+
+    def catch_up(self, frames: int) -> None:
+        """The media clock skipped ``frames`` ticks (the loop stalled): the audio of those ticks arrives
+        anyway and would add that much delay for good. Shed it one frame per pop (cross-faded), as soon
+        as it is here, instead of the usual one frame per second."""
+        self._catch_up = min(self._catch_up + max(0, frames), MAX_CATCH_UP_FRAMES)
+        # Packets read since the last pop waited in the socket while the loop stalled: their lateness is
+        # ours, not the network's. Forget it, and ignore arrivals until the backlog has been read.
+        if self._snap:
+            (self._target, self._min_cur, self._min_prev, self._need_cur, self._need_prev,
+             self._blk_t) = self._snap
+        self._blind = 2
 
     def _drop(self, p: int) -> Frame:
         """Skip one frame of continuous audio, cross-fading from it into the next: the delay shrinks."""

@@ -229,6 +229,11 @@ class RelayCall:
             point.publish(TapFrame("rx", index, said.rtp_ts, said.pcm, said.kind),
                           TapFrame("tx", index, heard.rtp_ts, heard.pcm, heard.kind))
 
+    def skip(self, frames: int, now: float) -> None:
+        """The clock skipped ticks: the taps' jitter buffers drop that much audio too."""
+        for stream in self._streams.values():
+            stream.jitter.catch_up(frames)
+
     def stats(self) -> dict:
         return {"a": self.a.stats(), "b": self.b.stats()}
 

@@ -199,6 +199,16 @@ class MediaSession:
             except Exception:  # noqa: BLE001 - one broken stream must not stop everyone's audio
                 session._broken()
 
+    def skip(self, frames: int, now: float) -> None:
+        """The clock skipped ``frames`` ticks: shed the delay that leaves in the jitter buffer, and let our
+        RTP clock run on (the far end sees a gap, not a stream that fell behind)."""
+        stream = self.stream
+        if stream is None or self.params is None:
+            return
+        if self.params.receiving:
+            stream.jitter.catch_up(frames)
+        stream.sender.advance(FRAME_SAMPLES * frames)
+
     def _broken(self) -> None:
         self.engine.clock.errors += 1
         self.engine.clock.remove(self)
