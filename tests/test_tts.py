@@ -249,3 +249,15 @@ def test_does_not_block_the_event_loop(tmp_path):
 
     ticks, elapsed = asyncio.run(main())
     assert ticks >= 0.3 * elapsed / 0.005, f"only {ticks} ticks in {elapsed:.2f} s"
+
+
+def test_speech_starts_without_espeaks_leading_silence(tmp_path):
+    """espeak-ng writes ~40 ms of silence before speaking; prompts start within 5 ms of their speech."""
+    import asyncio
+
+    import numpy as np
+
+    from softswitch.media.tts import EspeakTts
+    pcm = asyncio.run(EspeakTts(tmp_path, "en-us", 150).synthesize("Credit card, got it."))
+    first = int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 64)[0])
+    assert first <= 40, f"speech starts {first / 8:.1f} ms into the prompt"

@@ -28,6 +28,18 @@ from .players import RATE, PromptError, load_wav
 log = logging.getLogger("softswitch.media")
 
 ENGINE = "espeak-ng"
+LEAD_KEEP = 40        # samples (5 ms) of silence kept before speech starts
+SILENT_LEVEL = 64     # |sample| at or below this (-54 dBFS) is silence
+
+
+def trim_leading_silence(pcm: np.ndarray) -> np.ndarray:
+    """espeak-ng starts every utterance with ~40 ms of silence: an IVR answering a caller should not
+    make them wait for it (it is part of the end-of-speech -> next prompt latency)."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > SILENT_LEVEL)
+    if loud.size == 0:
+        return pcm
+    start = max(0, int(loud[0]) - LEAD_KEEP)
+    return pcm[start:] if start else pcm
 
 
 class TtsError(Exception):
@@ -134,11 +146,12 @@ class EspeakTts:
         if pcm is not None:
             self.disk_hits += 1
         else:
-            pcm = await self._run_espeak(voice, rate, text)
+            pcm = trim_leading_silence(await self._run_espeak(voice, rate, text))
             try:
                 await asyncio.to_thread(_write_wav, path, pcm)
             except OSError as exc:  # a read-only or full disk costs speed, not the prompt
                 log.warning("tts: cannot write cache file %s: %s", path, exc)
+        pcm = trim_leading_silence(pcm)  # (files cached by older versions still have it)
         pcm.flags.writeable = False
         self._memory[key] = pcm
         while len(self._memory) > self.max_memory_items:
