@@ -1,3 +1,4 @@
-"""Speech recognition for the IVR: a streaming engine interface (``engine.py``), the embedded
-PocketSphinx backend (``pocketsphinx_engine.py``), keyword matching on text (``keywords.py``) and an
-accuracy harness (``eval.py``). A Vosk backend is planned (issue 4)."""
+"""Speech recognition for the IVR: a streaming engine interface with VAD endpointing and a tentative early
+endpoint (``engine.py``), the embedded PocketSphinx backend with out-of-grammar rejection
+(``pocketsphinx_engine.py``), an optional Vosk backend (``vosk_engine.py``), ``factory.make_engine``,
+keyword matching on text (``keywords.py``) and an accuracy harness (``eval.py``). See docs/asr.md."""
