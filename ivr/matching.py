@@ -4,6 +4,7 @@ in the shape the ASR and the text matcher want."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from asr.keywords import KeywordSet, match, normalise
 
@@ -42,6 +43,16 @@ class Grammar:
         branch, goto = self.targets[found.branch]
         return Input("speech", text, branch, goto, found.phrase, score if score is not None else found.score,
                      decision_ms)
+
+
+    def recognised(self, event: Any, decision_ms: float | None = None) -> Input:
+        """A recogniser's final event (``asr.engine.AsrEvent``) as the gather's input: its ``branch`` names
+        a keyword set of this grammar; None means no match or rejected (``hypothesis`` says what was heard)."""
+        if event.branch is None or event.branch not in self.targets:
+            heard = event.text or getattr(event, "hypothesis", "")
+            return Input("speech", heard, score=event.score, decision_ms=decision_ms)
+        branch, goto = self.targets[event.branch]
+        return Input("speech", event.text, branch, goto, event.phrase, event.score, decision_ms)
 
 
 def digits(node: GatherNode, pressed: str, decision_ms: float | None = None) -> Input:

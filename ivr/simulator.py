@@ -70,7 +70,7 @@ class SimChannel:
             await session.close()
         if event.kind != "final":
             return Input("no_input")
-        return grammar.speech(event.text, event.score)
+        return grammar.recognised(event)
 
     async def transfer(self, target: str, trunk: str | None) -> str | None:
         self.log.append(f"transfer: {target}")

@@ -223,7 +223,7 @@ class IvrConfig(_Model):
     flows_dir: str = ""
     asr_engine: Literal["pocketsphinx", "vosk"] = "pocketsphinx"
     vosk_model: str = ""
-    asr_threads: int = Field(2, ge=1, le=64)
+    asr_workers: int = Field(2, ge=1, le=64)
     inter_digit_s: float = Field(2.0, gt=0, le=30)
     max_utterance_s: float = Field(10.0, gt=0, le=120)
     recordings_dir: str = Field("data/voicemail", min_length=1)

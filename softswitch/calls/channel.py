@@ -191,12 +191,11 @@ class CallChannel:
             await self._stop_listening()
 
     def _speech_input(self, grammar: Grammar, event: Any) -> Input:
-        idx = max(0, min(len(self.fed_at) - 1, round(event.end_s / FRAME_S) - 1))
-        decision_ms = round((self.loop.time() - self.fed_at[idx]) * 1000, 1) if self.fed_at else None
-        if event.branch is None or event.branch not in grammar.targets:
-            return Input("speech", event.text, score=event.score, decision_ms=decision_ms)
-        branch, goto = grammar.targets[event.branch]
-        return Input("speech", event.text, branch, goto, event.phrase, event.score, decision_ms)
+        end = getattr(event, "speech_end_time", None)  # when the recogniser got the last voiced frame
+        if end is None and self.fed_at:
+            end = self.fed_at[max(0, min(len(self.fed_at) - 1, round(event.end_s / FRAME_S) - 1))]
+        decision_ms = round((self.loop.time() - end) * 1000, 1) if end is not None else None
+        return grammar.recognised(event, decision_ms)
 
     async def _stop_listening(self) -> None:
         listener, self.listener = self.listener, None

@@ -64,24 +64,13 @@ class FlowLibrary:
     def asr(self) -> Any:
         """The recogniser (created on first use: loading a model takes a moment)."""
         if self._asr is None:
-            try:
-                from asr.factory import make_engine
-            except ImportError:  # TEMP until asr.factory lands
-                from asr.pocketsphinx_engine import PocketSphinxEngine
-
-                class _E(PocketSphinxEngine):
-                    def open(self, keywords, **kw):
-                        from asr.keywords import KeywordSet
-                        ks = KeywordSet({b: [p for p in ps if not self.unknown_words(KeywordSet({"x": [p]}))]
-                                         for b, ps in keywords.branches.items()})
-                        return super().open(KeywordSet({b: ps for b, ps in ks.branches.items() if ps}), **kw)
-
-                def make_engine(name, *, vosk_model=None, executor=None):  # type: ignore[no-redef]
-                    return _E(executor=executor)
+            from asr.factory import make_engine
             ivr = self.config.ivr
-            self._executor = ThreadPoolExecutor(ivr.asr_threads, thread_name_prefix="asr")
+            # PocketSphinx decodes in asr_workers processes (these threads only wait for them); Vosk in the threads
+            self._executor = ThreadPoolExecutor(ivr.asr_workers + 1, thread_name_prefix="asr")
             model = str(self.config.resolve_path(ivr.vosk_model)) if ivr.vosk_model else None
-            self._asr = make_engine(ivr.asr_engine, vosk_model=model, executor=self._executor)
+            self._asr = make_engine(ivr.asr_engine, vosk_model=model, executor=self._executor,
+                                    processes=ivr.asr_workers)
         return self._asr
 
     def prompt_dirs(self, flow: Flow) -> list[Path]:
