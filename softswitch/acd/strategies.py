@@ -1,0 +1,156 @@
+"""Distribution strategies: small pure functions ``(queue_state, caller, now) -> ordered agent names``.
+
+Each strategy only orders the candidates ``QueueState.candidates`` returns (free members having the caller's
+skills, lowest level only), so eligibility lives in one place and the cost is O(free members).
+Ring-all returns every candidate to ring at once; for the others the engine rings the first name (ring-
+progressively: the first, then one more per step). The only state they touch is read-only except the queue's
+seeded RNG, so the live ACD and a simulator get identical decisions from identical inputs.
+Names follow FreeSWITCH mod_callcenter / Asterisk app_queue so migrating users recognise them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .model import Caller, Member, QueueState
+
+__all__ = ["STRATEGIES", "RING_ALL", "RING_PROGRESSIVELY", "Strategy", "canonical_name", "get_strategy"]
+
+Strategy = Callable[[QueueState, Caller, float], list[str]]
+
+RING_ALL = "ring-all"
+RING_PROGRESSIVELY = "ring-progressively"
+
+
+def _order(m: Member) -> int:
+    return m.order
+
+
+def _names(cands: list[Member]) -> list[str]:
+    return [m.agent for m in cands]
+
+
+def _rotate_after(qs: QueueState, cands: list[Member], last: str | None) -> list[str]:
+    """Candidates in member order, starting just after ``last`` (wrapping round)."""
+    cands.sort(key=_order)
+    if last is None or last not in qs.members:
+        return _names(cands)
+    pivot = qs.members[last].order
+    return _names([m for m in cands if m.order > pivot] + [m for m in cands if m.order <= pivot])
+
+
+def ring_all(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Everyone free at the best level rings at once; the first to answer takes the call."""
+    return _names(sorted(qs.candidates(caller, now), key=_order))
+
+
+def top_down(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Fixed order: always start from the first member (FreeSWITCH top-down)."""
+    return _names(sorted(qs.candidates(caller, now), key=_order))
+
+
+def linear(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Member order, continuing after the agent last tried for this caller."""
+    return _rotate_after(qs, qs.candidates(caller, now), caller.last_tried)
+
+
+def round_robin(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Member order, continuing after the agent last offered any caller of this queue (rrmemory)."""
+    return _rotate_after(qs, qs.candidates(caller, now), qs.rr_last)
+
+
+def longest_idle(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Agent whose last call ended (or who logged in) longest ago first — across all queues."""
+    cands = qs.candidates(caller, now)
+    cands.sort(key=lambda m: (m.ref.idle_since, m.order))
+    return _names(cands)
+
+
+def fewest_calls(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Fewest calls answered in this queue first, then longest idle."""
+    cands = qs.candidates(caller, now)
+    cands.sort(key=lambda m: (m.calls, m.ref.idle_since, m.order))
+    return _names(cands)
+
+
+def least_talk_time(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Least total talk time (all queues) first, then longest idle."""
+    cands = qs.candidates(caller, now)
+    cands.sort(key=lambda m: (m.ref.talk_time_s, m.ref.idle_since, m.order))
+    return _names(cands)
+
+
+def random_order(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Uniform random order from the queue's seeded RNG (deterministic for a given seed and history)."""
+    names = _names(sorted(qs.candidates(caller, now), key=_order))
+    qs.rng.shuffle(names)
+    return names
+
+
+def weighted_random(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Random order biased by member weight (Efraimidis-Spirakis keys u^(1/w)); weight <= 0 goes last."""
+    rnd = qs.rng.random
+    keyed = []
+    for m in sorted(qs.candidates(caller, now), key=_order):
+        u = rnd()
+        keyed.append((u ** (1.0 / m.weight) if m.weight > 0 else u - 1.0, m.agent))
+    keyed.sort(key=lambda k: -k[0])
+    return [name for _, name in keyed]
+
+
+def ring_progressively(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Member order; the engine rings the first and adds the next every ``progressive_step_s``."""
+    return _names(sorted(qs.candidates(caller, now), key=_order))
+
+
+def skills_based(qs: QueueState, caller: Caller, now: float) -> list[str]:
+    """Best skill match first (highest summed level over the required skills), then longest idle.
+
+    Without required skills every agent scores 0 and this is longest-idle."""
+    required = caller.skills
+    cands = qs.candidates(caller, now)
+
+    def key(m: Member) -> tuple[int, float, int]:
+        skills = m.ref.config.skills
+        return (-sum(skills.get(s, 0) for s in required), m.ref.idle_since, m.order)
+
+    cands.sort(key=key)
+    return _names(cands)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    RING_ALL: ring_all,
+    "top-down": top_down,
+    "linear": linear,
+    "round-robin": round_robin,
+    "longest-idle-agent": longest_idle,
+    "fewest-calls": fewest_calls,
+    "least-talk-time": least_talk_time,
+    "random": random_order,
+    "weighted-random": weighted_random,
+    RING_PROGRESSIVELY: ring_progressively,
+    "skills-based": skills_based,
+}
+
+_ALIASES = {
+    "ringall": RING_ALL, "rrmemory": "round-robin", "leastrecent": "longest-idle-agent",
+    "fewestcalls": "fewest-calls", "sequentially-by-agent-order": "top-down",
+    "agent-with-least-talk-time": "least-talk-time", "agent-with-fewest-calls": "fewest-calls",
+    "wrandom": "weighted-random", "sequential": "linear",
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """Look a strategy up by our name or a FreeSWITCH/Asterisk alias; KeyError names the valid ones."""
+    key = _ALIASES.get(name, name)
+    try:
+        return STRATEGIES[key]
+    except KeyError:
+        raise KeyError(f"unknown ACD strategy {name!r}; known: {', '.join(STRATEGIES)}") from None
+
+
+def canonical_name(name: str) -> str:
+    get_strategy(name)
+    return _ALIASES.get(name, name)
+
+
