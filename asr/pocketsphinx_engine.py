@@ -121,10 +121,34 @@ class _Inline(Executor):
 _PROCESS_ENGINE: "PocketSphinxEngine | None" = None  # set in decoder processes only, by _process_init
 
 
+def _die_with_parent() -> None:
+    """A decoder process must not outlive the switch (kill -9 included): its task queue's pipe never
+    reports EOF to it, so it would wait forever. Linux: PR_SET_PDEATHSIG; elsewhere a watcher thread."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(0)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        import time
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def _process_init(settings: dict) -> None:
     """A decoder process: a little lower priority than the switch, so its event loop (media every 20 ms)
     gets the core first when they share one; then load the decoder before the first utterance."""
     global _PROCESS_ENGINE
+    _die_with_parent()
     try:
         os.nice(5)
     except OSError:
@@ -192,8 +216,8 @@ class PocketSphinxEngine:
     def shutdown(self) -> None:
         if self._own_executor and self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:  # wait: idle decoder processes exit at once, and must not be left behind
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def unknown_words(self, keywords: KeywordSet) -> list[str]:
         return sorted(w for w in keywords.vocabulary() if w not in self._dict_words)

@@ -66,3 +66,51 @@ def test_vosk_needs_an_existing_model_directory(tmp_path):
     with pytest.raises(ConfigError) as e:
         parse_config('[ivr]\nasr_engine = "vosk"\n', tmp_path / "c.toml")
     assert "ivr.vosk_model: asr_engine = \"vosk\" needs the path of a Vosk model directory" in str(e.value)
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_decoder_processes_do_not_outlive_the_switch(tmp_path, how):
+    """PocketSphinx decodes in worker processes; they end with the switch, even after kill -9."""
+    import os
+    import signal
+    import time
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "bank.yaml").write_text((SHIPPED_FLOWS / "bank.yaml").read_text())
+    (tmp_path / "c.toml").write_text(_config("flows", "bank") + '[store]\npath = "db.sqlite"\n')
+    log = open(tmp_path / "switch.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "softswitch", "run", "--config", "c.toml"], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b"softswitch up" not in (tmp_path / "switch.log").read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "switch.log").read_text()
+            time.sleep(0.1)
+        workers = [k for k in _children(proc.pid)
+                   if b"multiprocessing" in open(f"/proc/{k}/cmdline", "rb").read()]
+        assert len(workers) >= 2, workers  # asr_workers = 2 decoders (and the resource tracker)
+        proc.send_signal(getattr(signal, how))
+        proc.wait(20)
+        deadline = time.monotonic() + 10
+        while [w for w in workers if os.path.exists(f"/proc/{w}")] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [w for w in workers if os.path.exists(f"/proc/{w}")
+                and open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not left, f"decoder processes left after {how}: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
