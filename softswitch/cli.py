@@ -77,6 +77,11 @@ class _Answer(argparse.Action):
         namespace.answers = answers
 
 
+def cmd_acd_simulate(args: argparse.Namespace) -> int:
+    from softswitch.acd.simulate import main_simulate
+    return main_simulate(args)
+
+
 def cmd_cdr(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     rows = _read_cdrs(config, args.last)
@@ -151,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "gather branches no case exercised (coverage)")
     p.add_argument("--json", action="store_true", help='print {"path": [...], "hits": [...], "result": ...}')
     p.set_defaults(func=cmd_ivr_simulate, answers=None)
+
+    p = sub.add_parser("acd", help="ACD tools")
+    acd_sub = p.add_subparsers(dest="acd_command", required=True, metavar="ACTION")
+    p = acd_sub.add_parser("simulate", help="discrete-event simulation of a queue against synthetic traffic "
+                           "(same engine and strategies as the live ACD): SL, ASA, abandon rate")
+    from softswitch.acd.simulate import add_simulate_arguments
+    add_simulate_arguments(p)
+    p.set_defaults(func=cmd_acd_simulate)
 
     p = sub.add_parser("cdr", help="print call detail records")
     p.add_argument("--config", "-c", metavar="FILE", help=config_help)

@@ -420,3 +420,19 @@ def test_next_deadline_drives_ticks():
         acd.check_invariants(now)
     assert now == 100.0 and seen[-1] == "Timeout"
     assert seen.count("Announce") == 3 and seen.count("Offer") == 10   # re-offered every 7 + 3 s
+
+
+def test_next_deadline_skips_timers_that_already_ran_out():
+    """An agent whose wrap-up ended while a no-answer rest still runs: the next deadline is the rest's end,
+    not the past wrap-up end (found by the simulator: a stale deadline hid every later one)."""
+    acd = Acd()
+    acd.add_queue(QueueConfig("q", wrap_up_s=5, ring_timeout_s=10))
+    acd.add_agent(AgentConfig("a", queues={"q": 0}, no_answer_delay_s=30, max_no_answer=0))
+    acd.agent_login("a", 0)
+    assert offers(acd.caller_join("q", "c1", 1)) == [("a",)]
+    acd.offer_answered("c1", "a", 1)
+    acd.call_ended("c1", 2)        # wrap-up until 7
+    acd.tick(7)
+    assert offers(acd.caller_join("q", "c2", 8)) == [("a",)]
+    acd.tick(18)                   # rings out: rest until 48
+    assert acd.next_deadline(18) == pytest.approx(48)

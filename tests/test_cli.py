@@ -107,3 +107,13 @@ def test_ivr_validate(tmp_path, capsys):
     bad.write_text("name: x\nstart: a\nnodes:\n  a:\n    type: goto\n    target: b\n")
     assert main(["ivr", "validate", str(bad)]) == 1
     assert f"{bad}:6: node a: target: goes to unknown node 'b'" in capsys.readouterr().out
+
+
+def test_acd_simulate_through_the_cli(capsys):
+    assert main(["acd", "simulate", "--agents", "3", "--arrival-rate", "60", "--handle-time", "120",
+                 "--duration", "2", "--seed", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["offered"] == out["answered"] + out["abandoned"] + out["timed_out"] + out["overflowed"] \
+        + out["left_empty"] and out["offered"] > 60
+    assert main(["acd", "simulate", "--strategy", "nope"]) == 2
+    assert "softswitch acd simulate:" in capsys.readouterr().err

@@ -420,6 +420,11 @@ class Acd:
         for name in list(self._timed):
             a = self.agents[name]
             self._refresh(a, now)
+            # an expired timer means the same as none; clearing it keeps next_deadline() in the future
+            if 0 < a.wrap_up_until <= now:
+                a.wrap_up_until = 0.0
+            if 0 < a.rest_until <= now:
+                a.rest_until = 0.0
             if a.wrap_up_until <= now and a.rest_until <= now:
                 self._timed.discard(name)
         for caller in list(self.callers.values()):
@@ -453,13 +458,16 @@ class Acd:
                     caller.next_announce_at = now + cfg.announce_frequency_s
         return actions + self._dispatch(now)
 
-    def next_deadline(self) -> float | None:
-        """When ``tick`` next has work (None: nothing scheduled). O(callers + timed agents)."""
+    def next_deadline(self, now: float | None = None) -> float | None:
+        """When ``tick`` next has work (None: nothing scheduled). O(callers + timed agents).
+
+        Give ``now``: an agent timer that already ran out (its wrap-up ended while a rest continues, or
+        one set to end at once) means no work, and must not hide the real next deadline."""
         t = INF
         for name in self._timed:
             a = self.agents[name]
             for x in (a.wrap_up_until, a.rest_until):
-                if x > 0:
+                if x > 0 and (now is None or x > now):
                     t = min(t, x)
         for caller in self.callers.values():
             qs = self.queues.get(caller.queue)
