@@ -8,6 +8,7 @@ are the same in both.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,13 @@ class Channel(Protocol):
     async def transfer(self, target: str, trunk: str | None) -> str | None: ...  # None = done, else why not
     async def record(self, max_s: int, beep: bool) -> str | None: ...
     async def hangup(self) -> None: ...
+
+
+def clock_variables(now: datetime | None = None) -> dict[str, str]:
+    """``date``, ``time`` and ``weekday`` (local time) for prompts and conditions, set when the flow starts."""
+    now = now or datetime.now().astimezone()
+    return {"date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H:%M"),
+            "weekday": ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[now.weekday()]}
 
 
 @dataclass

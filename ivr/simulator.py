@@ -19,7 +19,7 @@ import numpy as np
 from .flow import Flow, GatherNode, load_flow
 from .interpreter import run_flow
 from .matching import Grammar, digits
-from .runtime import QUEUES_UNAVAILABLE, Input, Run
+from .runtime import QUEUES_UNAVAILABLE, Input, Run, clock_variables
 
 
 @dataclass
@@ -89,7 +89,7 @@ class SimChannel:
 def simulate(flow: Flow, answers: Sequence[tuple[str, str]], asr: Any = None,
              variables: dict[str, Any] | None = None) -> tuple[Run, list[str]]:
     channel = SimChannel(list(answers), asr)
-    base = {"caller": "1001", "called": "100"}
+    base = {"caller": "1001", "called": "100", **clock_variables()}
     run = asyncio.run(run_flow(flow, channel, {**base, **(variables or {})}))
     return run, channel.log
 

@@ -217,3 +217,19 @@ def test_keys_decided(keys, decided, branch):
     assert (found is not None) == decided
     if found is not None:
         assert found.kind == "dtmf" and found.branch == branch
+
+
+def test_clock_variables_fill_prompts():
+    from ivr.runtime import clock_variables
+    flow = parse_flow("""
+name: t
+start: s
+nodes:
+  s: {type: say, text: "It is {{time}} on {{weekday}}, {{date}}.", next: bye}
+  bye: {type: hangup}
+""")
+    assert clock_variables(datetime(2026, 11, 21, 9, 5)) == {"date": "2026-11-21", "time": "09:05", "weekday": "sat"}
+    run, log = simulate(flow, [], variables={"time": "09:05", "weekday": "sat", "date": "2026-11-21"})
+    assert log[0] == "say: It is 09:05 on sat, 2026-11-21."
+    run, log = simulate(flow, [])
+    assert "{{" not in log[0] and log[0].count(":") == 2, log[0]  # filled from the clock

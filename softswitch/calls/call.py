@@ -148,14 +148,14 @@ class Call:
     async def _run_flow(self, _call: Call) -> None:
         """The IVR: run the routed flow on this call's media; hang up when it ends without a transfer."""
         from ivr.interpreter import run_flow
-        from ivr.runtime import Run
+        from ivr.runtime import Run, clock_variables
         from .channel import CallChannel
         flow = self.sw.flows.get(self.decision.target)
         assert flow is not None  # the switch routes only to loaded flows
         req = self.a.request
         channel = CallChannel(self, flow)
         variables = {"caller": _user(req.from_.uri) or "", "caller_name": req.from_.display or "",
-                     "called": self.decision.number, "call_id": self.id}
+                     "called": self.decision.number, "call_id": self.id, **clock_variables()}
         self.ivr_run = Run(flow, channel, variables)
         try:
             await run_flow(flow, channel, run=self.ivr_run)
