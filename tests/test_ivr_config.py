@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import _children
 from softswitch.config import SHIPPED_FLOWS, Config, ConfigError, parse_config
 
 BAD_FLOW = """\
@@ -66,19 +67,6 @@ def test_vosk_needs_an_existing_model_directory(tmp_path):
     with pytest.raises(ConfigError) as e:
         parse_config('[ivr]\nasr_engine = "vosk"\n', tmp_path / "c.toml")
     assert "ivr.vosk_model: asr_engine = \"vosk\" needs the path of a Vosk model directory" in str(e.value)
-
-
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.append(int(stat.parent.name))
-    return kids
 
 
 @pytest.mark.timeout(90)
