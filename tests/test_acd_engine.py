@@ -436,3 +436,98 @@ def test_next_deadline_skips_timers_that_already_ran_out():
     assert offers(acd.caller_join("q", "c2", 8)) == [("a",)]
     acd.tick(18)                   # rings out: rest until 48
     assert acd.next_deadline(18) == pytest.approx(48)
+
+
+def _scan_deadline(acd: Acd, now: float) -> float | None:
+    """The old O(callers + timed agents) full scan: the timer heap must always agree with it."""
+    t = float("inf")
+    for name in acd._timed:
+        a = acd.agents[name]
+        for x in (a.wrap_up_until, a.rest_until):
+            if x > 0 and x > now:
+                t = min(t, x)
+    for caller in acd.callers.values():
+        qs = acd.queues.get(caller.queue)
+        if qs is None or caller.agent is not None:
+            continue
+        if caller.offer is not None:
+            for started in caller.offer.ringing.values():
+                t = min(t, started + qs.config.ring_timeout_s)
+            if caller.offer.pending:
+                t = min(t, caller.offer.next_add_at)
+        if qs.config.max_wait_s > 0:
+            t = min(t, caller.joined_at + qs.config.max_wait_s)
+        t = min(t, caller.next_announce_at)
+    return None if t == float("inf") else t
+
+
+@pytest.mark.parametrize("strategy", ["ring-progressively", "ring-all", "longest-idle-agent", "random"])
+def test_timer_heap_agrees_with_full_scan(strategy):
+    """Random events, config changes and ticks at random or deadline times: next_deadline() (the heap)
+    equals the full scan after every step, and ticks keep the invariants."""
+    rng = random.Random(strategy)
+    acd = Acd(seed=1)
+    acd.add_queue(QueueConfig("q", strategy=strategy, ring_timeout_s=5, max_wait_s=40, wrap_up_s=3,
+                              progressive_step_s=2, announce_frequency_s=7))
+    agents = [f"a{i}" for i in range(6)]
+    for name in agents:
+        acd.add_agent(AgentConfig(name, queues={"q": 0}, no_answer_delay_s=4, max_no_answer=0))
+        acd.agent_login(name, 0.0)
+    now, ringing, connected = 0.0, set(), set()
+
+    def apply(actions):
+        for a in actions:
+            if isinstance(a, Offer):
+                ringing.update((a.caller_id, ag) for ag in a.agents)
+            elif isinstance(a, CancelOffer):
+                ringing.difference_update((a.caller_id, ag) for ag in a.agents)
+            elif isinstance(a, Connect):
+                ringing.discard((a.caller_id, a.agent))
+                connected.add(a.caller_id)
+
+    for step in range(1500):
+        nd = acd.next_deadline(now)
+        if nd is not None and nd > now and rng.random() < 0.3:
+            now = nd                                       # wake exactly at the deadline
+        else:
+            now += rng.choice((0.0, 0.5, 1.0, 2.5))
+        r = rng.random()
+        if r < 0.25:
+            apply(acd.caller_join("q", f"c{step}", now, priority=rng.choice((0, 5))))
+        elif r < 0.45 and ringing:
+            c, ag = rng.choice(sorted(ringing))
+            if rng.random() < 0.6:
+                apply(acd.offer_answered(c, ag, now))
+            else:
+                ringing.discard((c, ag))
+                apply(acd.offer_failed(c, ag, "rejected", now))
+        elif r < 0.6 and connected:
+            c = rng.choice(sorted(connected))
+            connected.discard(c)
+            apply(acd.call_ended(c, now))
+        elif r < 0.65:
+            waiting = sorted(c.id for c in acd.callers.values() if c.agent is None)
+            if waiting:
+                c = rng.choice(waiting)
+                ringing.difference_update({x for x in ringing if x[0] == c})
+                apply(acd.caller_abandon(c, now))
+        elif r < 0.68:
+            acd.update_queue(QueueConfig("q", strategy=strategy, ring_timeout_s=rng.choice((3, 5, 9)),
+                                         max_wait_s=rng.choice((0, 15, 40)), wrap_up_s=3,
+                                         progressive_step_s=2, announce_frequency_s=rng.choice((0, 7))))
+        apply(acd.tick(now))
+        acd.check_invariants(now)
+        assert acd.next_deadline(now) == _scan_deadline(acd, now), (step, now)
+        connected &= set(acd.callers)
+
+
+def test_update_queue_moves_max_wait_deadline_earlier():
+    acd = Acd()
+    acd.add_queue(QueueConfig("q", max_wait_s=100))
+    acd.caller_join("q", "c", 0.0)
+    assert acd.next_deadline(0.0) == 100.0
+    acd.update_queue(QueueConfig("q", max_wait_s=10))
+    assert acd.next_deadline(0.0) == 10.0
+    assert acd.tick(9.0) == []
+    assert [type(a).__name__ for a in acd.tick(10.0)] == ["Timeout"]
+    assert acd.next_deadline(10.0) is None

@@ -13,6 +13,7 @@ or offers that no longer exist are ignored (or answered with a ``CancelOffer`` s
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import random
 from collections import Counter
@@ -139,6 +140,12 @@ class Acd:
         self._log: list[QueueLogEntry] = []
         self._seq = 0
         self._seed = seed
+        # timer heap: (deadline, seq, kind, obj); kind "agent" (obj: agent name) or "caller" (obj: Caller).
+        # Entries are never removed eagerly: stale ones are recognised against current state when popped.
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._hseq = 0
+        self._agent_pushed: dict[str, tuple[float, float]] = {}   # last timer pair pushed per agent
+        self._agents_due: set[str] = set()   # expired agent timers set aside by next_deadline(now)
 
     # ------------------------------------------------------------ configuration
 
@@ -156,7 +163,10 @@ class Acd:
     def update_queue(self, config: QueueConfig) -> None:
         """Change a queue's settings at run time; callers, members and statistics stay."""
         config.strategy = canonical_name(config.strategy)
-        self.queues[config.name].config = config
+        qs = self.queues[config.name]
+        qs.config = config
+        for caller in qs.callers:       # deadlines derived from the config may have moved
+            self._push_caller_deadlines(qs, caller)
 
     def remove_queue(self, name: str, now: float) -> list[Action]:
         qs = self.queues[name]
@@ -186,6 +196,7 @@ class Acd:
         del self._memberships[name]
         del self.agents[name]
         self._timed.discard(name)
+        self._agent_pushed.pop(name, None)
         return actions
 
     def add_member(self, queue: str, agent: str, now: float, level: int = 0) -> list[Action]:
@@ -318,6 +329,9 @@ class Acd:
         caller.orig_position = qs.position(caller)
         caller.next_announce_at = now + cfg.announce_frequency_s if cfg.announce_frequency_s > 0 else INF
         self.callers[caller_id] = caller
+        if cfg.max_wait_s > 0:
+            self._push(caller.joined_at + cfg.max_wait_s, "caller", caller)
+        self._push(caller.next_announce_at, "caller", caller)
         self._qlog(now, caller_id, queue, "NONE", "ENTERQUEUE", "", cid)
         return self._dispatch(now)
 
@@ -415,9 +429,22 @@ class Acd:
 
     def tick(self, now: float) -> list[Action]:
         """Run every timer due at ``now``: wrap-up/rest ends, ring timeouts, progressive ringing,
-        max wait, announcements; then distribute."""
+        max wait, announcements; then distribute. Only timers due on the heap are looked at."""
         actions: list[Action] = []
-        for name in list(self._timed):
+        heap = self._heap
+        due_agents = self._agents_due
+        self._agents_due = set()
+        due_callers: dict[int, Caller] = {}
+        while heap and heap[0][0] <= now:
+            _, _, kind, obj = heapq.heappop(heap)
+            if kind == "agent":
+                due_agents.add(obj)  # type: ignore[arg-type]
+            else:
+                due_callers[id(obj)] = obj  # type: ignore[assignment]
+        for name in due_agents:
+            if name not in self._timed:
+                continue
+            self._agent_pushed.pop(name, None)   # its entries are consumed: refresh re-pushes live timers
             a = self.agents[name]
             self._refresh(a, now)
             # an expired timer means the same as none; clearing it keeps next_deadline() in the future
@@ -427,8 +454,11 @@ class Acd:
                 a.rest_until = 0.0
             if a.wrap_up_until <= now and a.rest_until <= now:
                 self._timed.discard(name)
-        for caller in list(self.callers.values()):
-            if caller.offer is None or caller.id not in self.callers:
+        if not due_callers:
+            return actions + self._dispatch(now)
+        callers = sorted(due_callers.values(), key=lambda c: c.seq)   # = self.callers insertion order
+        for caller in callers:
+            if caller.offer is None or self.callers.get(caller.id) is not caller:
                 continue
             qs = self.queues[caller.queue]
             offer = caller.offer
@@ -441,47 +471,70 @@ class Acd:
             if caller.offer is offer and offer.pending and now >= offer.next_add_at:
                 actions += self._ring_next_pending(qs, caller, now)
             actions += self._after_attempt(caller, now)
+        by_queue: dict[str, list[Caller]] = {}
+        for caller in callers:
+            if caller.agent is None and self.callers.get(caller.id) is caller:
+                by_queue.setdefault(caller.queue, []).append(caller)
         for qs in list(self.queues.values()):
+            due = by_queue.get(qs.name)
+            if not due:
+                continue
             cfg = qs.config
-            gone = 0
-            for idx, caller in enumerate(list(qs.callers)):
-                if caller.id not in self.callers or caller.queue != qs.name:
-                    gone += 1
+            if len(due) > 16:          # many due: one pass over the queue instead of index() per caller
+                due_ids = {id(c) for c in due}
+                gone = 0
+                for idx, caller in enumerate(list(qs.callers)):
+                    if caller.id not in self.callers or caller.queue != qs.name:
+                        gone += 1
+                        continue
+                    if id(caller) not in due_ids:
+                        continue
+                    if cfg.max_wait_s > 0 and now >= caller.joined_at + cfg.max_wait_s:
+                        actions += self._exit_timeout(qs, caller, now, idx + 1 - gone)
+                        gone += 1
+                    elif now >= caller.next_announce_at:
+                        pos = idx + 1 - gone
+                        actions.append(Announce(caller.id, qs.name, pos,
+                                                qs.ewt_s(pos) if cfg.announce_ewt else None))
+                        caller.next_announce_at = now + cfg.announce_frequency_s
+                        self._push(caller.next_announce_at, "caller", caller)
+                continue
+            due.sort(key=Caller.sort_key)
+            for caller in due:
+                if self.callers.get(caller.id) is not caller or caller.agent is not None:
                     continue
                 if cfg.max_wait_s > 0 and now >= caller.joined_at + cfg.max_wait_s:
-                    actions += self._exit_timeout(qs, caller, now, idx + 1 - gone)
-                    gone += 1
+                    actions += self._exit_timeout(qs, caller, now, qs.position(caller))
                 elif now >= caller.next_announce_at:
-                    pos = idx + 1 - gone
+                    pos = qs.position(caller)
                     actions.append(Announce(caller.id, qs.name, pos,
                                             qs.ewt_s(pos) if cfg.announce_ewt else None))
                     caller.next_announce_at = now + cfg.announce_frequency_s
+                    self._push(caller.next_announce_at, "caller", caller)
         return actions + self._dispatch(now)
 
     def next_deadline(self, now: float | None = None) -> float | None:
-        """When ``tick`` next has work (None: nothing scheduled). O(callers + timed agents).
+        """When ``tick`` next has work (None: nothing scheduled): the timer heap's top after dropping
+        stale entries (amortised O(log n)).
 
         Give ``now``: an agent timer that already ran out (its wrap-up ended while a rest continues, or
         one set to end at once) means no work, and must not hide the real next deadline."""
-        t = INF
-        for name in self._timed:
-            a = self.agents[name]
-            for x in (a.wrap_up_until, a.rest_until):
-                if x > 0 and (now is None or x > now):
-                    t = min(t, x)
-        for caller in self.callers.values():
-            qs = self.queues.get(caller.queue)
-            if qs is None or caller.agent is not None:
-                continue
-            if caller.offer is not None:
-                for started in caller.offer.ringing.values():
-                    t = min(t, started + qs.config.ring_timeout_s)
-                if caller.offer.pending:
-                    t = min(t, caller.offer.next_add_at)
-            if qs.config.max_wait_s > 0:
-                t = min(t, caller.joined_at + qs.config.max_wait_s)
-            t = min(t, caller.next_announce_at)
-        return None if t == INF else t
+        heap = self._heap
+        while heap:
+            t, _, kind, obj = heap[0]
+            if kind == "agent":
+                name: str = obj  # type: ignore[assignment]
+                a = self.agents.get(name)
+                if a is not None and name in self._timed and t > 0 and t in (a.wrap_up_until, a.rest_until):
+                    if now is None or t > now:
+                        return t
+                    self._agents_due.add(name)     # tick still has to process it
+            else:
+                caller: Caller = obj  # type: ignore[assignment]
+                if self._caller_deadline_valid(caller, t):
+                    return t
+            heapq.heappop(heap)
+        return None
 
     # ------------------------------------------------------------ outputs / introspection
 
@@ -545,11 +598,54 @@ class Acd:
     def _qlog(self, now: float, callid: str, queue: str, agent: str, event: str, *params: str) -> None:
         self._log.append(QueueLogEntry(now, callid, queue, agent, event, tuple(params)))
 
+    def _push(self, deadline: float, kind: str, obj: object) -> None:
+        if deadline != INF:
+            self._hseq += 1
+            heapq.heappush(self._heap, (deadline, self._hseq, kind, obj))
+
+    def _push_caller_deadlines(self, qs: QueueState, caller: Caller) -> None:
+        """(Re)schedule every deadline of a waiting caller (after its queue's config changed)."""
+        cfg = qs.config
+        if caller.offer is not None:
+            for started in caller.offer.ringing.values():
+                self._push(started + cfg.ring_timeout_s, "caller", caller)
+            if caller.offer.pending:
+                self._push(caller.offer.next_add_at, "caller", caller)
+        if cfg.max_wait_s > 0:
+            self._push(caller.joined_at + cfg.max_wait_s, "caller", caller)
+        self._push(caller.next_announce_at, "caller", caller)
+
+    def _caller_deadline_valid(self, caller: Caller, t: float) -> bool:
+        """Is ``t`` still one of this caller's deadlines (as the old full scan computed them)?"""
+        if self.callers.get(caller.id) is not caller or caller.agent is not None:
+            return False
+        qs = self.queues.get(caller.queue)
+        if qs is None:
+            return False
+        cfg = qs.config
+        if t == caller.next_announce_at or (cfg.max_wait_s > 0 and t == caller.joined_at + cfg.max_wait_s):
+            return True
+        offer = caller.offer
+        if offer is not None:
+            if offer.pending and t == offer.next_add_at:
+                return True
+            for started in offer.ringing.values():
+                if t == started + cfg.ring_timeout_s:
+                    return True
+        return False
+
     def _refresh(self, a: Agent, now: float) -> None:
         """Recompute the agent's free flag and the per-queue free indexes it belongs to."""
         free = a.is_available(now)
         if a.wrap_up_until > now or a.rest_until > now:
             self._timed.add(a.name)
+            pair = (a.wrap_up_until, a.rest_until)
+            last = self._agent_pushed.get(a.name)
+            if last != pair:
+                self._agent_pushed[a.name] = pair
+                for i in (0, 1):
+                    if pair[i] > now and (last is None or last[i] != pair[i]):
+                        self._push(pair[i], "agent", a.name)
         if free == a.free:
             return
         a.free = free
@@ -569,13 +665,14 @@ class Acd:
         busy_queues.sort(key=lambda q: (-q.config.weight, q.callers[0].sort_key()))
         for qs in busy_queues:
             strategy = get_strategy(qs.config.strategy)
+            first_only = qs.config.strategy not in (RING_ALL, RING_PROGRESSIVELY)   # only names[0] is rung
             unmatched: set[tuple[tuple[str, int], ...]] = set()   # requirements nobody free meets
             for caller in qs.callers:       # offering never reorders or removes callers
                 if not qs.free:
                     break
                 if caller.offer is not None or caller.skill_key in unmatched:
                     continue
-                names = strategy(qs, caller, now)
+                names = strategy(qs, caller, now, first_only=first_only)
                 if not names:
                     if not caller.skills:
                         break        # nobody free at all for this queue
@@ -594,6 +691,8 @@ class Acd:
         if strategy == RING_PROGRESSIVELY:
             offer.pending = names[1:]
             offer.next_add_at = now + qs.config.progressive_step_s
+            if offer.pending:
+                self._push(offer.next_add_at, "caller", caller)
         for name in ring:
             self._ring(qs, caller, self.agents[name], now)
         return [Offer(caller.id, qs.name, tuple(ring), qs.config.ring_timeout_s)]
@@ -601,6 +700,7 @@ class Acd:
     def _ring(self, qs: QueueState, caller: Caller, a: Agent, now: float) -> None:
         assert caller.offer is not None and a.is_available(now)
         caller.offer.ringing[a.name] = now
+        self._push(now + qs.config.ring_timeout_s, "caller", caller)
         caller.last_tried = a.name
         qs.rr_last = a.name
         qs.stats.offers += 1
@@ -617,6 +717,8 @@ class Acd:
             if a is not None and name in qs.members and a.is_available(now) and a.has_skills(caller.skills):
                 self._ring(qs, caller, a, now)
                 offer.next_add_at = now + qs.config.progressive_step_s
+                if offer.pending:
+                    self._push(offer.next_add_at, "caller", caller)
                 return [Offer(caller.id, qs.name, (name,), qs.config.ring_timeout_s)]
         offer.next_add_at = INF
         return []

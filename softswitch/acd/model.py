@@ -256,8 +256,9 @@ class QueueState:
         else:
             out = [members[n] for n in self.free]
         if out:
-            best = min([m.level for m in out])
-            if any(m.level != best for m in out):
+            levels = {m.level for m in out}     # one pass; a single-level queue needs no filtering
+            if len(levels) > 1:
+                best = min(levels)
                 out = [m for m in out if m.level == best]
         return out
 

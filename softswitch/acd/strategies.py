@@ -3,7 +3,10 @@
 Each strategy only orders the candidates ``QueueState.candidates`` returns (free members having the caller's
 skills, lowest level only), so eligibility lives in one place and the cost is O(free members).
 Ring-all returns every candidate to ring at once; for the others the engine rings the first name (ring-
-progressively: the first, then one more per step). The only state they touch is read-only except the queue's
+progressively: the first, then one more per step). With ``first_only=True`` (the engine passes it for the
+strategies that ring one agent) a strategy may return just that first name, found with ``min()`` over the
+same key instead of a full sort; the name is identical because every key ends in the unique member order.
+The only state they touch is read-only except the queue's
 seeded RNG, so the live ACD and a simulator get identical decisions from identical inputs.
 Names follow FreeSWITCH mod_callcenter / Asterisk app_queue so migrating users recognise them.
 """
@@ -16,7 +19,7 @@ from .model import Caller, Member, QueueState
 
 __all__ = ["STRATEGIES", "RING_ALL", "RING_PROGRESSIVELY", "Strategy", "canonical_name", "get_strategy"]
 
-Strategy = Callable[[QueueState, Caller, float], list[str]]
+Strategy = Callable[..., list[str]]   # (qs, caller, now, *, first_only=False) -> ordered names
 
 RING_ALL = "ring-all"
 RING_PROGRESSIVELY = "ring-progressively"
@@ -30,8 +33,22 @@ def _names(cands: list[Member]) -> list[str]:
     return [m.agent for m in cands]
 
 
-def _rotate_after(qs: QueueState, cands: list[Member], last: str | None) -> list[str]:
+def _first(cands: list[Member], key: Callable[[Member], object]) -> list[str]:
+    return [min(cands, key=key).agent] if cands else []
+
+
+def _rotate_after(qs: QueueState, cands: list[Member], last: str | None,
+                  first_only: bool = False) -> list[str]:
     """Candidates in member order, starting just after ``last`` (wrapping round)."""
+    if first_only:
+        if not cands:
+            return []
+        if last is not None and last in qs.members:
+            pivot = qs.members[last].order
+            after = [m for m in cands if m.order > pivot]
+            if after:
+                return _first(after, _order)
+        return _first(cands, _order)
     cands.sort(key=_order)
     if last is None or last not in qs.members:
         return _names(cands)
@@ -39,71 +56,99 @@ def _rotate_after(qs: QueueState, cands: list[Member], last: str | None) -> list
     return _names([m for m in cands if m.order > pivot] + [m for m in cands if m.order <= pivot])
 
 
-def ring_all(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def ring_all(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Everyone free at the best level rings at once; the first to answer takes the call."""
     return _names(sorted(qs.candidates(caller, now), key=_order))
 
 
-def top_down(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def top_down(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Fixed order: always start from the first member (FreeSWITCH top-down)."""
+    if first_only:
+        return _first(qs.candidates(caller, now), _order)
     return _names(sorted(qs.candidates(caller, now), key=_order))
 
 
-def linear(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def linear(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Member order, continuing after the agent last tried for this caller."""
-    return _rotate_after(qs, qs.candidates(caller, now), caller.last_tried)
+    return _rotate_after(qs, qs.candidates(caller, now), caller.last_tried, first_only)
 
 
-def round_robin(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def round_robin(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Member order, continuing after the agent last offered any caller of this queue (rrmemory)."""
-    return _rotate_after(qs, qs.candidates(caller, now), qs.rr_last)
+    return _rotate_after(qs, qs.candidates(caller, now), qs.rr_last, first_only)
 
 
-def longest_idle(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def _idle_key(m: Member) -> tuple[float, int]:
+    return (m.ref.idle_since, m.order)
+
+
+def longest_idle(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Agent whose last call ended (or who logged in) longest ago first — across all queues."""
     cands = qs.candidates(caller, now)
-    cands.sort(key=lambda m: (m.ref.idle_since, m.order))
+    if first_only:
+        return _first(cands, _idle_key)
+    cands.sort(key=_idle_key)
     return _names(cands)
 
 
-def fewest_calls(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def _calls_key(m: Member) -> tuple[int, float, int]:
+    return (m.calls, m.ref.idle_since, m.order)
+
+
+def fewest_calls(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Fewest calls answered in this queue first, then longest idle."""
     cands = qs.candidates(caller, now)
-    cands.sort(key=lambda m: (m.calls, m.ref.idle_since, m.order))
+    if first_only:
+        return _first(cands, _calls_key)
+    cands.sort(key=_calls_key)
     return _names(cands)
 
 
-def least_talk_time(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def _talk_key(m: Member) -> tuple[float, float, int]:
+    return (m.ref.talk_time_s, m.ref.idle_since, m.order)
+
+
+def least_talk_time(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Least total talk time (all queues) first, then longest idle."""
     cands = qs.candidates(caller, now)
-    cands.sort(key=lambda m: (m.ref.talk_time_s, m.ref.idle_since, m.order))
+    if first_only:
+        return _first(cands, _talk_key)
+    cands.sort(key=_talk_key)
     return _names(cands)
 
 
-def random_order(qs: QueueState, caller: Caller, now: float) -> list[str]:
-    """Uniform random order from the queue's seeded RNG (deterministic for a given seed and history)."""
+def random_order(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
+    """Uniform random order from the queue's seeded RNG (deterministic for a given seed and history).
+
+    ``first_only`` is ignored: the full shuffle keeps the RNG stream (and so later choices) unchanged."""
     names = _names(sorted(qs.candidates(caller, now), key=_order))
     qs.rng.shuffle(names)
     return names
 
 
-def weighted_random(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def _key0(k: tuple[float, str]) -> float:
+    return k[0]
+
+
+def weighted_random(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Random order biased by member weight (Efraimidis-Spirakis keys u^(1/w)); weight <= 0 goes last."""
     rnd = qs.rng.random
     keyed = []
     for m in sorted(qs.candidates(caller, now), key=_order):
         u = rnd()
         keyed.append((u ** (1.0 / m.weight) if m.weight > 0 else u - 1.0, m.agent))
+    if first_only:    # max() keeps the first of equal keys, as the stable sort on -key does
+        return [max(keyed, key=_key0)[1]] if keyed else []
     keyed.sort(key=lambda k: -k[0])
     return [name for _, name in keyed]
 
 
-def ring_progressively(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def ring_progressively(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Member order; the engine rings the first and adds the next every ``progressive_step_s``."""
     return _names(sorted(qs.candidates(caller, now), key=_order))
 
 
-def skills_based(qs: QueueState, caller: Caller, now: float) -> list[str]:
+def skills_based(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Best skill match first (highest summed level over the required skills), then longest idle.
 
     Without required skills every agent scores 0 and this is longest-idle."""
@@ -114,6 +159,8 @@ def skills_based(qs: QueueState, caller: Caller, now: float) -> list[str]:
         skills = m.ref.config.skills
         return (-sum(skills.get(s, 0) for s in required), m.ref.idle_since, m.order)
 
+    if first_only:
+        return _first(cands, key)
     cands.sort(key=key)
     return _names(cands)
 
