@@ -34,6 +34,7 @@ log = logging.getLogger("softswitch.ivr")
 
 PRE_ROLL_FRAMES = 30   # 600 ms of what the caller said before the recogniser was listening
 SILENCE_END_S = 5.0    # a recording ends after this much silence once the caller has spoken
+LOUD = 300             # mean |sample| of a frame with the caller's voice in it
 FRAME_S = 0.02
 
 
@@ -49,8 +50,8 @@ class CallChannel:
         self.tap = self.session.tap(maxsize=500)
         self.ring: deque[np.ndarray] = deque(maxlen=PRE_ROLL_FRAMES)
         self.listener: Any = None               # the ASR session of the gather now listening
-        self.fed_at: list[float] = []           # loop time each frame reached the listener
         self.recording: list[np.ndarray] | None = None
+        self.last_loud = 0                      # frames recorded up to the last loud one (0: none yet)
         self.recordings = 0
         self.reader = asyncio.ensure_future(self._read())
 
@@ -65,8 +66,9 @@ class CallChannel:
                 pcm = frame.pcm
                 if self.recording is not None:
                     self.recording.append(pcm)
+                    if np.abs(pcm.astype(np.int32)).mean() > LOUD:
+                        self.last_loud = len(self.recording)
                 if self.listener is not None:
-                    self.fed_at.append(self.loop.time())
                     self.listener.feed(pcm)
                 else:
                     self.ring.append(pcm)
@@ -135,10 +137,8 @@ class CallChannel:
 
     async def _listen(self, node: GatherNode, grammar: Grammar, listener: Any, keys: str, barged: bool) -> Input:
         if listener is not None:
-            self.fed_at = []
             if barged:  # the caller is already talking: give the recogniser what it missed
                 for pcm in self.ring:
-                    self.fed_at.append(self.loop.time())
                     listener.feed(pcm)
             self.ring.clear()
             self.listener = listener
@@ -191,9 +191,7 @@ class CallChannel:
             await self._stop_listening()
 
     def _speech_input(self, grammar: Grammar, event: Any) -> Input:
-        end = getattr(event, "speech_end_time", None)  # when the recogniser got the last voiced frame
-        if end is None and self.fed_at:
-            end = self.fed_at[max(0, min(len(self.fed_at) - 1, round(event.end_s / FRAME_S) - 1))]
+        end = event.speech_end_time  # when the recogniser got the last voiced frame
         decision_ms = round((self.loop.time() - end) * 1000, 1) if end is not None else None
         return grammar.recognised(event, decision_ms)
 
@@ -213,7 +211,7 @@ class CallChannel:
         if beep:
             await self.session.play(self.media.tone("beep"))
         self._typeahead()
-        self.recording = []
+        self.recording, self.last_loud = [], 0
         key = asyncio.ensure_future(self.events.get())
         try:
             deadline = self.loop.time() + max_s
@@ -224,7 +222,7 @@ class CallChannel:
                     if isinstance(event, DtmfEvent) and event.digit == "#":
                         break
                     key = asyncio.ensure_future(self.events.get())
-                if self._silent_tail(self.recording):
+                if self.last_loud and len(self.recording) - self.last_loud >= SILENCE_END_S / FRAME_S:
                     break
         finally:
             key.cancel()
@@ -238,14 +236,6 @@ class CallChannel:
             return None
         self.call.log.info("ivr: recorded %.1f s to %s", len(frames) * FRAME_S, path)
         return str(path)
-
-    @staticmethod
-    def _silent_tail(frames: list[np.ndarray]) -> bool:
-        n = int(SILENCE_END_S / FRAME_S)
-        if len(frames) <= n:
-            return False
-        loud = [float(np.abs(f.astype(np.int32)).mean()) > 300 for f in frames]
-        return any(loud[:-n]) and not any(loud[-n:])
 
     async def hangup(self) -> None:
         self.call.hangup(16, "system")

@@ -275,9 +275,9 @@ class MediaRelay:
         self._live: set[RelayCall | RelayEcho] = set()
 
     async def create_call(self) -> RelayCall:
-        a = await self._side()
+        a = await self.side()
         try:
-            b = await self._side()
+            b = await self.side()
         except BaseException:
             a.close()
             raise
@@ -286,17 +286,13 @@ class MediaRelay:
         return call
 
     async def create_echo(self) -> RelayEcho:
-        echo = RelayEcho(await self._side(), self._live.discard)
+        echo = RelayEcho(await self.side(), self._live.discard)
         self._live.add(echo)
         return echo
 
     def close(self) -> None:
         for relay in list(self._live):
             relay.close()
-
-    async def side(self) -> RelaySide:
-        """One side on its own: the callee-facing half of a bridge that ``join`` completes later."""
-        return await self._side()
 
     def join(self, session: Any, b: RelaySide) -> RelayCall:
         """Bridge a terminated session's party to ``b``: the session's sockets become side a.
@@ -317,7 +313,8 @@ class MediaRelay:
         self._live.add(call)
         return call
 
-    async def _side(self) -> RelaySide:
+    async def side(self) -> RelaySide:
+        """One side (RTP + RTCP socket pair); alone, it is the callee-facing half that ``join`` completes."""
         port, socks = bind_pair(self.ip, self._family, self._allocator)
         rtp, rtcp = _Endpoint(_RTP_MIN), _Endpoint(_RTCP_MIN)
         try:
