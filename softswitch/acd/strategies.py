@@ -37,6 +37,14 @@ def _first(cands: list[Member], key: Callable[[Member], object]) -> list[str]:
     return [min(cands, key=key).agent] if cands else []
 
 
+def _ordered(cands: list[Member], key: Callable[[Member], object], first_only: bool = False) -> list[str]:
+    """Candidates by ``key``; with ``first_only`` just the first (min(): the sort's pick, without the sort)."""
+    if first_only:
+        return _first(cands, key)
+    cands.sort(key=key)
+    return _names(cands)
+
+
 def _rotate_after(qs: QueueState, cands: list[Member], last: str | None,
                   first_only: bool = False) -> list[str]:
     """Candidates in member order, starting just after ``last`` (wrapping round)."""
@@ -58,14 +66,12 @@ def _rotate_after(qs: QueueState, cands: list[Member], last: str | None,
 
 def ring_all(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Everyone free at the best level rings at once; the first to answer takes the call."""
-    return _names(sorted(qs.candidates(caller, now), key=_order))
+    return _ordered(qs.candidates(caller, now), _order)
 
 
 def top_down(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Fixed order: always start from the first member (FreeSWITCH top-down)."""
-    if first_only:
-        return _first(qs.candidates(caller, now), _order)
-    return _names(sorted(qs.candidates(caller, now), key=_order))
+    return _ordered(qs.candidates(caller, now), _order, first_only)
 
 
 def linear(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
@@ -84,11 +90,7 @@ def _idle_key(m: Member) -> tuple[float, int]:
 
 def longest_idle(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Agent whose last call ended (or who logged in) longest ago first — across all queues."""
-    cands = qs.candidates(caller, now)
-    if first_only:
-        return _first(cands, _idle_key)
-    cands.sort(key=_idle_key)
-    return _names(cands)
+    return _ordered(qs.candidates(caller, now), _idle_key, first_only)
 
 
 def _calls_key(m: Member) -> tuple[int, float, int]:
@@ -97,11 +99,7 @@ def _calls_key(m: Member) -> tuple[int, float, int]:
 
 def fewest_calls(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Fewest calls answered in this queue first, then longest idle."""
-    cands = qs.candidates(caller, now)
-    if first_only:
-        return _first(cands, _calls_key)
-    cands.sort(key=_calls_key)
-    return _names(cands)
+    return _ordered(qs.candidates(caller, now), _calls_key, first_only)
 
 
 def _talk_key(m: Member) -> tuple[float, float, int]:
@@ -110,11 +108,7 @@ def _talk_key(m: Member) -> tuple[float, float, int]:
 
 def least_talk_time(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Least total talk time (all queues) first, then longest idle."""
-    cands = qs.candidates(caller, now)
-    if first_only:
-        return _first(cands, _talk_key)
-    cands.sort(key=_talk_key)
-    return _names(cands)
+    return _ordered(qs.candidates(caller, now), _talk_key, first_only)
 
 
 def random_order(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
@@ -145,7 +139,7 @@ def weighted_random(qs: QueueState, caller: Caller, now: float, *, first_only: b
 
 def ring_progressively(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Member order; the engine rings the first and adds the next every ``progressive_step_s``."""
-    return _names(sorted(qs.candidates(caller, now), key=_order))
+    return _ordered(qs.candidates(caller, now), _order)
 
 
 def skills_based(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
@@ -159,10 +153,7 @@ def skills_based(qs: QueueState, caller: Caller, now: float, *, first_only: bool
         skills = m.ref.config.skills
         return (-sum(skills.get(s, 0) for s in required), m.ref.idle_since, m.order)
 
-    if first_only:
-        return _first(cands, key)
-    cands.sort(key=key)
-    return _names(cands)
+    return _ordered(cands, key, first_only)
 
 
 STRATEGIES: dict[str, Strategy] = {
