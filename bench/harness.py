@@ -755,6 +755,19 @@ def keep_off_switch_core() -> None:
         pass
 
 
+def prefer_checkout() -> None:
+    """The switch and `softswitch cdr` run in the work directory: make them import this checkout's package,
+    even when the installed (editable) one points elsewhere."""
+    rest = [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x and x != str(REPO)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + rest)
+
+
+def check_stats_log_level(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Scripts that read the switch's SIGUSR1 `stats:` line need it logged (an INFO line)."""
+    if args.switch_log_level.upper() not in ("INFO", "DEBUG"):
+        p.error("--switch-log-level must be INFO or DEBUG: the stats line the script reads is logged at INFO")
+
+
 def make_workdir(args: argparse.Namespace, section: str) -> Path:
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"{section}-"))
     work.mkdir(parents=True, exist_ok=True)

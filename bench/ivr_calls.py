@@ -65,6 +65,7 @@ from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, REPO, SCEN
                      make_workdir, md_table, parse_steps, pinned_command, render_saved, run_and_report, run_fields,
                      run_paragraph, say, softnet_dropped, start_switch, status_cell, step_switch,
                      step_timing, summarize_steps, switch_config, uac_figures, wait_cdrs)
+from harness import check_stats_log_level, prefer_checkout  # noqa: E402
 from media_calls import switch_stats, window_figures  # noqa: E402 - the same SIGUSR1 counters and window maths
 
 SERVICE = "ivr"
@@ -1082,12 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
         return render(args.render, args)
     if args.quick:
         args.steps, args.window, args.settle = "5,10", 10.0, 2.0
-    if args.switch_log_level.upper() not in ("INFO", "DEBUG"):
-        p.error("--switch-log-level must be INFO or DEBUG: the stats line the script reads is logged at INFO")
+    check_stats_log_level(p, args)
     steps = parse_steps(p, args, "steps must be 1..2499 calls (RTP range 40000-49998)")
     keep_off_switch_core()
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [x for x in os.environ.get("PYTHONPATH", "").split(
-        os.pathsep) if x and x != str(REPO)])
+    prefer_checkout()
     work = make_workdir(args, "ivr_calls")
     speech = make_speech(work)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(), "steps": [], "peer": [],

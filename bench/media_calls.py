@@ -51,6 +51,7 @@ from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, G711A_PCAP
                      run_fields, run_paragraph, say, setup_cell, softnet_dropped, start_switch, status_cell,
                      step_switch, step_timing, summarize_steps, switch_config, uac_figures, uac_rtp_argv,
                      uac_rtp_command, uas_echo_argv, wait_cdrs, write_pcap_audio)
+from harness import check_stats_log_level, prefer_checkout  # noqa: E402
 
 SERVICE = "moh"
 MAX_LATE = 0.005
@@ -631,15 +632,11 @@ def main(argv: list[str] | None = None) -> int:
         return render(args.render, args)
     if args.quick:
         args.steps, args.window, args.settle = "20,50", 5.0, 1.0
-    if args.switch_log_level.upper() not in ("INFO", "DEBUG"):
-        p.error("--switch-log-level must be INFO or DEBUG: the stats line the script reads is logged at INFO")
+    check_stats_log_level(p, args)
     steps = parse_steps(p, args, "steps must be 1..2499 calls (RTP range 40000-49998, 4 ports per relayed call)")
     keep_off_switch_core()
 
-    # The switch and `softswitch cdr` run in the work directory: make sure they import this checkout's package
-    # even when the installed (editable) one points elsewhere.
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(
-        os.pathsep) if p and p != str(REPO)])
+    prefer_checkout()
     work = make_workdir(args, "media_calls")
     seconds = write_pcap_audio(PCAP, work / "g711a.raw")  # the same caller audio as relay_calls.py
     write_prompt(work / "g711a.raw", work / "moh.wav")
