@@ -284,14 +284,14 @@ class Switch:
             return
         call.log.info("INVITE %s from %s:%s -> %s:%s (rule %s)", number, source.kind, source.name,
                       decision.kind, decision.target, decision.rule)
-        groups, status, reason = self._targets(decision)
+        groups, status, reason = self.targets(decision)
         if status:
             call.log.warning("%s:%s unreachable: %d %s", decision.kind, decision.target, status, reason)
             call.fail(status, reason)
             return
         asyncio.ensure_future(call.start(groups))
 
-    def _targets(self, d: RouteDecision) -> tuple[list[list[Target]] | None, int, str]:
+    def targets(self, d: RouteDecision) -> tuple[list[list[Target]] | None, int, str]:
         """Attempt groups for a route decision, or the status that says why there are none."""
         if d.kind == "service":
             return None, 0, ""

@@ -194,7 +194,7 @@ class Call:
             decision = found
         if decision.kind not in ("user", "trunk"):
             return f"{value} routes to {decision.kind}:{decision.target}, which a transfer cannot reach"
-        groups, status, reason = self.sw._targets(decision)
+        groups, status, reason = self.sw.targets(decision)
         if status or not groups:
             return f"{value}: {status} {reason}".strip()
         self._transfer = self.sw.loop.create_future()

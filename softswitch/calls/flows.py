@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ivr.flow import Flow, GatherNode, SayNode, load_flow
-from ivr.validator import validate_file
+from ivr.flow import Flow, FlowError, GatherNode, SayNode, load_flow
+from ivr.validator import validate, validate_file
 
 from ..config import Config, ConfigError
 
@@ -41,15 +41,21 @@ class FlowLibrary:
             if path is None:
                 problems.append(f"flow {name!r}: no {name}.yaml/.yml/.json in {self.config.flows_dir()}")
                 continue
-            found = validate_file(path, (self.config.prompts_dir(),))
+            dirs = (self.config.prompts_dir(),)
+            try:
+                flow = load_flow(path)
+            except FlowError:  # validate_file words load errors as problems (file, line, node)
+                flow, found = None, validate_file(path, dirs)
+            else:
+                found = validate(flow, path, dirs)
             errors = [p for p in found if p.severity == "error"]
             for p in found:
                 if p.severity != "error":
                     log.warning("%s", p.format())
-            if errors:
+            if errors or flow is None:
                 problems.extend(p.format() for p in errors)
                 continue
-            self.flows[name] = load_flow(path)
+            self.flows[name] = flow
         if problems:
             raise ConfigError("\n".join(problems), problems)
 
