@@ -531,3 +531,31 @@ def test_update_queue_moves_max_wait_deadline_earlier():
     assert acd.tick(9.0) == []
     assert [type(a).__name__ for a in acd.tick(10.0)] == ["Timeout"]
     assert acd.next_deadline(10.0) is None
+
+
+def test_free_index_follows_strategy_changes_levels_and_idle_moves():
+    """The queue's free index (ordered for its strategy) is refiled when a free agent's idle time moves
+    (a "busy ended" with no call), rebuilt when the strategy or a member's level changes, and always agrees
+    with ``free`` (check_invariants compares them)."""
+    acd = Acd()
+    acd.add_queue(QueueConfig("q", strategy="longest-idle-agent"))
+    for i, name in enumerate(("a", "b", "c")):
+        acd.add_agent(AgentConfig(name, queues={"q": 0}))
+        acd.agent_login(name, float(i))
+    qs = acd.queues["q"]
+    assert qs.index is not None and qs.index.kind == "idle"
+    assert [e[-1] for e in qs.index.entries[qs.index.head:]] == ["a", "b", "c"]
+    acd.agent_busy("a", False, 5.0)             # a's idle time moves to 5: b is now the longest idle
+    acd.check_invariants(5.0)
+    assert offers(acd.caller_join("q", "c1", 6.0)) == [("b",)]
+    acd.update_queue(QueueConfig("q", strategy="top-down"))
+    assert offers(acd.caller_join("q", "c2", 7.0)) == [("a",)]      # rebuilt in member order at dispatch
+    assert qs.index.kind == "order"
+    acd.caller_abandon("c2", 8.0)
+    acd.add_member("q", "a", 8.0, level=1)      # a moves down a level: c (level 0) comes first
+    acd.check_invariants(8.0)
+    assert offers(acd.caller_join("q", "c3", 9.0)) == [("c",)]
+    acts = acd.remove_member("q", "c", 10.0)    # c's offer is withdrawn; a (level 1) is the one left
+    assert offers(acts) == [("a",)]
+    acd.check_invariants(10.0)
+    assert not qs.free and len(qs.index) == 0 and set(qs.index.slot_of) == set() == set(qs.index.entry_of)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 
 from softswitch.acd import (STRATEGIES, Acd, AgentConfig, CancelOffer, Caller, Connect, Offer, QueueConfig,
                             canonical_name, get_strategy)
+from softswitch.acd.strategies import DRAWS, INDEX_KIND
 
 AGENTS = ("1001", "1002", "1003")
 
@@ -35,6 +37,13 @@ def serve(acd: Acd, caller_id: str, now: float) -> str:
     acd.call_ended(caller_id, now + 2)
     acd.check_invariants(now + 2)
     return agents[0]
+
+
+def refile(acd: Acd, now: float) -> None:
+    """After a test sets a key field (calls, talk time, idle time) of a free agent by hand: the engine
+    refiles it in the queue's free index, as it does whenever it changes such a field itself."""
+    for a in acd.agents.values():
+        acd._refresh(a, now)
 
 
 def decide(acd: Acd, now: float, caller: Caller | None = None) -> list[str]:
@@ -127,6 +136,7 @@ def test_fewest_calls():
     acd = make("fewest-calls")
     members = acd.queues["support"].members
     members["1001"].calls, members["1002"].calls, members["1003"].calls = 5, 1, 3
+    refile(acd, 1.0)
     assert decide(acd, 1.0) == ["1002", "1003", "1001"]
     assert serve(acd, "c", 2.0) == "1002"
     assert members["1002"].calls == 2
@@ -137,6 +147,7 @@ def test_least_talk_time():
     acd.agents["1001"].talk_time_s = 50
     acd.agents["1002"].talk_time_s = 500
     acd.agents["1003"].talk_time_s = 5
+    refile(acd, 1.0)
     assert decide(acd, 1.0) == ["1003", "1001", "1002"]
     acts = acd.caller_join("support", "c", 1.0)
     acd.offer_answered("c", "1003", 2.0)
@@ -199,6 +210,7 @@ def test_skills_based_best_match_then_longest_idle():
     french = Caller("p", "support", skills={"fr": 2})
     assert decide(acd, 10.0, french) == ["b", "c", "d"]     # a lacks fr>=2; b,c tie on fr -> longest idle b
     acd.agents["b"].idle_since = 5.0
+    refile(acd, 10.0)
     assert decide(acd, 10.0, french) == ["c", "b", "d"]
     assert decide(acd, 10.0, Caller("p", "support", skills={"fr": 1, "de": 1})) == ["c"]
     assert decide(acd, 10.0, Caller("p", "support", skills={"it": 1})) == []
@@ -256,13 +268,15 @@ def _mixed(strategy: str) -> Acd:
         acd.agent_login(f"a{i:02d}", float(i % 5))
         a, m = acd.agents[f"a{i:02d}"], acd.queues["support"].members[f"a{i:02d}"]
         a.talk_time_s, m.calls = float((i * 7) % 5), (i * 5) % 3
+        acd._refresh(a, float(i % 5))
     return acd
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_first_only_picks_the_same_agent_as_the_full_order(strategy):
-    """The engine's ``first_only`` fast path (min() instead of a sort) names exactly the full order's head,
-    on twin engines so RNG-driven strategies see the same stream; levels, rotation pivots and skills vary."""
+    """The engine's ``first_only`` fast path (the free index instead of a sort) names exactly the full
+    order's head, on twin engines whose RNGs are put in the same state before each pair of calls (the full
+    random orders draw more numbers for their tails); levels, rotation pivots and skills vary."""
     full, fast = _mixed(strategy), _mixed(strategy)
     fn = get_strategy(strategy)
     probes = [Caller("p", "support"), Caller("p", "support", skills={"fr": 2}),
@@ -276,8 +290,287 @@ def test_first_only_picks_the_same_agent_as_the_full_order(strategy):
                     acd.agent_pause(f"a{i:02d}", 1.0)
         for caller in probes:
             caller.last_tried = f"a{(step * 7) % 12:02d}" if step % 3 else None
+            fast.queues["support"].rng.setstate(full.queues["support"].rng.getstate())
             want = fn(full.queues["support"], caller, 10.0)
             got = fn(fast.queues["support"], caller, 10.0, first_only=True)
             assert got[:1] == want[:1], (step, caller.skills)
-            assert len(got) <= 1 or got == want      # a strategy may ignore first_only (random: RNG stream)
-        assert full.queues["support"].rng.getstate() == fast.queues["support"].rng.getstate()
+            assert len(got) <= 1 or got == want      # ring-all / ring-progressively ring every candidate
+        if strategy not in ("random", "weighted-random"):
+            assert full.queues["support"].rng.getstate() == fast.queues["support"].rng.getstate()
+
+
+# ---------------------------------------------------------------- the free index against a brute-force reference
+
+def reference_first(qs, caller: Caller, now: float, strategy: str, rng) -> str | None:
+    """The pick each strategy is specified to make, computed from scratch: every member whose agent is
+    available now and has the caller's skills, the lowest level among them, then the strategy's key (the
+    pre-index code's semantics). Random strategies draw from ``rng``: one ``randrange(k)`` over the
+    candidates in member order (random; weighted-random when no candidate has a positive weight) or one
+    ``random()`` scaled by the positive weights' sum, walking the running sum (weighted-random), over every
+    free member of the level; a caller with required skills takes the first of up to ``DRAWS`` draws that
+    has them, else one draw among the level's matching members."""
+    cands = [m for m in qs.members.values() if m.ref.is_available(now) and m.ref.has_skills(caller.skills)]
+    if not cands:
+        return None
+    level = min(m.level for m in cands)
+    cands = sorted((m for m in cands if m.level == level), key=lambda m: m.order)
+    if strategy in ("ring-all", "top-down", "ring-progressively"):
+        return cands[0].agent
+    if strategy in ("linear", "round-robin"):
+        last = caller.last_tried if strategy == "linear" else qs.rr_last
+        if last in qs.members:
+            after = [m for m in cands if m.order > qs.members[last].order]
+            if after:
+                return after[0].agent
+        return cands[0].agent
+    if strategy == "longest-idle-agent":
+        return min(cands, key=lambda m: (m.ref.idle_since, m.order)).agent
+    if strategy == "fewest-calls":
+        return min(cands, key=lambda m: (m.calls, m.ref.idle_since, m.order)).agent
+    if strategy == "least-talk-time":
+        return min(cands, key=lambda m: (m.ref.talk_time_s, m.ref.idle_since, m.order)).agent
+    if strategy == "skills-based":
+        return min(cands, key=lambda m: (-sum(m.ref.skills.get(s, 0) for s in caller.skills),
+                                         m.ref.idle_since, m.order)).agent
+    # random strategies: draws over every free member of that level (with the skills or not), in member order
+    block = sorted((m for m in qs.members.values() if m.ref.is_available(now) and m.level == level),
+                   key=lambda m: m.order)
+
+    def draw(members):
+        if strategy == "random":
+            return members[rng.randrange(len(members))]
+        assert strategy == "weighted-random"
+        pos = [m for m in members if m.weight > 0]
+        if not pos:
+            return members[rng.randrange(len(members))]
+        r = rng.random() * sum(m.weight for m in pos)
+        acc = 0.0
+        for m in pos:
+            acc += m.weight
+            if acc > r:
+                return m
+        return pos[-1]
+
+    for _ in range(DRAWS if caller.skills else 1):    # rejection sampling for a caller with skills
+        m = draw(block)
+        if m.ref.has_skills(caller.skills):
+            return m.agent
+    return draw(cands).agent
+
+
+def _churn(acd: Acd, rng, now: float, ringing: set, connected: dict, n_agents: int) -> None:
+    """One random engine event (joins, answers, failures, hang-ups, abandons, pause/busy/login changes,
+    membership and level changes, an occasional strategy switch), executing the offers as a switch would."""
+    def apply(actions):
+        for a in actions:
+            if isinstance(a, Offer):
+                ringing.update((a.caller_id, ag) for ag in a.agents)
+            elif isinstance(a, CancelOffer):
+                ringing.difference_update((a.caller_id, ag) for ag in a.agents)
+            elif isinstance(a, Connect):
+                ringing.discard((a.caller_id, a.agent))
+                connected[a.caller_id] = a.agent
+    r = rng.random()
+    agent = f"g{rng.randrange(n_agents):02d}"
+    q = rng.choice(("q", "q", "other"))
+    if r < 0.22:
+        skills = rng.choice((None, None, {"fr": 1}, {"fr": 2, "de": 1}))
+        apply(acd.caller_join(q, f"c{rng.getrandbits(48)}", now, skills=skills, priority=rng.choice((0, 5))))
+    elif r < 0.40 and ringing:
+        c, ag = rng.choice(sorted(ringing))
+        if rng.random() < 0.7:
+            apply(acd.offer_answered(c, ag, now))
+        else:
+            apply(acd.offer_failed(c, ag, rng.choice(("no_answer", "rejected", "busy")), now))
+    elif r < 0.58 and connected:
+        c = rng.choice(sorted(connected))
+        del connected[c]
+        apply(acd.call_ended(c, now))
+    elif r < 0.66:
+        waiting = [c.id for qs in acd.queues.values() for c in qs.callers]
+        if waiting:
+            apply(acd.caller_abandon(rng.choice(waiting), now))
+    elif r < 0.72:
+        apply(acd.agent_pause(agent, now) if not acd.agents[agent].paused else acd.agent_unpause(agent, now))
+    elif r < 0.78:
+        apply(acd.agent_busy(agent, not acd.agents[agent].busy, now))
+    elif r < 0.84:
+        apply(acd.agent_logout(agent, now) if acd.agents[agent].logged_in else acd.agent_login(agent, now))
+    elif r < 0.90:
+        if agent in acd.queues[q].members and rng.random() < 0.4:
+            apply(acd.remove_member(q, agent, now))
+        else:
+            apply(acd.add_member(q, agent, now, level=rng.randrange(3)))   # joins, or changes its level
+    elif r < 0.92:
+        acd.update_queue(QueueConfig("other", strategy=rng.choice(sorted(STRATEGIES)), wrap_up_s=2))
+        apply(acd.tick(now))
+    else:
+        apply(acd.agent_busy(agent, False, now))      # "busy ended" on a free agent: its idle time moves
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_indexed_pick_equals_brute_force_reference(strategy):
+    """On randomised engine states (levels 0-2, skills, weights including 0 and fractions, pauses, busy,
+    wrap-ups, rests, logins, membership and level changes, two queues sharing agents, strategy switches on
+    the other queue), every strategy's pick -- the engine's ``first_only`` path through the free index, and
+    the head of the full order -- equals a from-scratch reference, consuming the same random draws; the
+    index agrees with ``free`` (``check_invariants``)."""
+    fn = get_strategy(strategy)
+    indexed_picks = 0
+    for seed in range(12):
+        rng = random.Random(f"{strategy}:{seed}")
+        acd = Acd(seed=seed)
+        acd.add_queue(QueueConfig("q", strategy=strategy, wrap_up_s=rng.choice((0, 2, 5)), ring_timeout_s=4,
+                                  progressive_step_s=1))
+        acd.add_queue(QueueConfig("other", strategy="longest-idle-agent", wrap_up_s=2))
+        n_agents = rng.choice((6, 15, 40))
+        for i in range(n_agents):
+            queues = {"q": rng.randrange(3)}
+            if rng.random() < 0.4:
+                queues["other"] = rng.randrange(2)
+            skills = {"fr": rng.randrange(4)}
+            if rng.random() < 0.5:
+                skills["de"] = rng.randrange(3)
+            acd.add_agent(AgentConfig(f"g{i:02d}", queues=queues, skills=skills,
+                                      weight=rng.choice((0, 0.5, 1, 1, 2, 3)), max_no_answer=rng.choice((0, 2)),
+                                      no_answer_delay_s=rng.choice((0, 1.5)), reject_delay_s=1))
+            if rng.random() < 0.9:
+                acd.agent_login(f"g{i:02d}", rng.choice((0.0, 0.5, 1.0)))
+        now = 1.0
+        ringing: set = set()
+        connected: dict = {}
+        qs = acd.queues["q"]
+        probes = [Caller("p", "q"), Caller("p", "q", skills={"fr": 1}), Caller("p", "q", skills={"fr": 2, "de": 1}),
+                  Caller("p", "q", skills={"fr": 3}), Caller("p", "q", skills={"fr": 3, "de": 2}),
+                  Caller("p", "q", skills={"xx": 1})]
+        for step in range(150):
+            now += rng.choice((0.0, 0.25, 1.0, 3.0))
+            _churn(acd, rng, now, ringing, connected, n_agents)
+            if step % 3:
+                continue
+            acd.tick(now)                 # timers due now have run: free == available now
+            acd.check_invariants(now)
+            assert qs.free == {n for n, m in qs.members.items() if m.ref.is_available(now)}
+            names = sorted(qs.members) + ["gone"]
+            qs.rr_last = rng.choice(names + [None])
+            for caller in probes:
+                caller.last_tried = rng.choice(names + [None])
+                before = qs.rng.getstate()
+                ref_rng = random.Random()
+                ref_rng.setstate(before)
+                want = reference_first(qs, caller, now, strategy, ref_rng)
+                indexed_picks += qs.indexed(INDEX_KIND[strategy]) is not None and want is not None
+                got = fn(qs, caller, now, first_only=True)
+                assert got[:1] == ([want] if want else []), (seed, step, caller.skills, got, want)
+                after = qs.rng.getstate()
+                assert after == ref_rng.getstate()
+                qs.rng.setstate(before)        # the full order from the same RNG state starts the same
+                full = fn(qs, caller, now)
+                assert full[:1] == got[:1] and len(set(full)) == len(full)
+                assert set(full) == {m.agent for m in qs.candidates(caller, now)}
+                qs.rng.setstate(after)
+    assert indexed_picks > 500        # the index, not the fallback scan, made (nearly) all these picks
+
+
+def _sample(qs, n: int, fn, caller: Caller | None = None) -> Counter:
+    caller = caller or Caller("p", qs.name)
+    return Counter(fn(qs, caller, 0.0, first_only=True)[0] for _ in range(n))
+
+
+def _chi2(counts: Counter, expected: dict[str, float]) -> float:
+    assert set(counts) <= set(expected)
+    n = sum(counts.values())
+    return sum((counts.get(k, 0) - n * p) ** 2 / (n * p) for k, p in expected.items())
+
+
+def _churned(strategy: str, weights: dict[str, float]) -> Acd:
+    """A queue whose free index has been through logins, offers, calls, removals and re-additions."""
+    acd = Acd(seed=11)
+    acd.add_queue(QueueConfig("q", strategy=strategy))
+    for name, w in weights.items():
+        acd.add_agent(AgentConfig(name, queues={"q": 0}, weight=w))
+    acd.add_agent(AgentConfig("hi", queues={"q": 1}, weight=100))     # higher level: never while level 0 free
+    t = 0.0
+    for name in list(weights) + ["hi"]:
+        acd.agent_login(name, t)
+        t += 1
+    for i in range(40):                       # calls through the engine move agents out and back in
+        acts = acd.caller_join("q", f"c{i}", t)
+        (agents,) = offers(acts)
+        acd.offer_answered(f"c{i}", agents[0], t + 1)
+        acd.call_ended(f"c{i}", t + 2)
+        t += 3
+    first = next(iter(weights))
+    acd.remove_member("q", first, t)          # leaves a dead slot behind in the weight tree
+    acd.add_member("q", first, t)
+    acd.check_invariants(t)
+    return acd
+
+
+def test_random_pick_is_uniform_over_the_lowest_level():
+    """Chi-square against uniform: 6 free agents at level 0 (one re-added), one at level 1 never picked.
+    df = 5; 20.5 is the 0.1 % critical value. Seeded, so the outcome is fixed; a biased pick would be far
+    above it (one agent favoured by 10 % gives about 120 at this sample size)."""
+    names = [f"r{i}" for i in range(6)]
+    acd = _churned("random", {n: 1 for n in names})
+    qs = acd.queues["q"]
+    assert qs.indexed("order") is not None
+    counts = _sample(qs, 30_000, get_strategy("random"))
+    assert "hi" not in counts
+    assert _chi2(counts, {n: 1 / 6 for n in names}) < 20.5, counts
+
+
+def test_weighted_random_pick_is_weight_proportional():
+    """Chi-square against w / sum(w) for the positive weights (df = 4, 0.1 % critical value 18.5); the weight-0
+    agent is never first while anyone with a positive weight is free; with only weight-0 agents free at the
+    lowest level the pick is uniform among them (df = 1, 10.8)."""
+    weights = {"w1": 1, "w2": 2, "w3": 3, "w4": 4, "wh": 0.5, "w0": 0}
+    acd = _churned("weighted-random", weights)
+    qs = acd.queues["q"]
+    assert qs.indexed("weight") is not None
+    fn = get_strategy("weighted-random")
+    counts = _sample(qs, 40_000, fn)
+    total = sum(weights.values())
+    assert "w0" not in counts and "hi" not in counts
+    assert _chi2(counts, {n: w / total for n, w in weights.items() if w > 0}) < 18.5, counts
+    # the same distribution through the fallback scan (no index): same draws, same picks
+    saved, qs.index = qs.index, None
+    state = qs.rng.getstate()
+    slow = [fn(qs, Caller("p", "q"), 0.0, first_only=True)[0] for _ in range(500)]
+    qs.index, after = saved, qs.rng.getstate()
+    qs.rng.setstate(state)
+    assert [fn(qs, Caller("p", "q"), 0.0, first_only=True)[0] for _ in range(500)] == slow
+    assert qs.rng.getstate() == after
+    # only weight-0 agents free at level 0: uniform among them
+    zero = _churned("weighted-random", {"z1": 0, "z2": 0})
+    counts = _sample(zero.queues["q"], 10_000, fn)
+    assert set(counts) == {"z1", "z2"} and _chi2(counts, {"z1": 0.5, "z2": 0.5}) < 10.8, counts
+
+
+def test_random_picks_with_required_skills_are_uniform_and_weighted_among_the_matching():
+    """A caller with required skills: rejection draws over the lowest level (falling back to one draw among
+    the matching members when ``DRAWS`` draws miss) still pick uniformly (random) or by weight
+    (weighted-random) among that level's matching members. Agents s0..s59 at level 0, one in three with
+    ``fr`` 1, and ``rare`` on just two of them (the fallback path most of the time); chi-square at 0.1 %."""
+    for strategy in ("random", "weighted-random"):
+        acd = Acd(seed=5)
+        acd.add_queue(QueueConfig("q", strategy=strategy))
+        weights = {}
+        for i in range(60):
+            skills = {"fr": 1 if i % 3 == 0 else 0}
+            if i in (7, 40):
+                skills["rare"] = 1
+            weights[f"s{i:02d}"] = w = 1 + i % 4
+            acd.add_agent(AgentConfig(f"s{i:02d}", queues={"q": 0}, skills=skills, weight=w))
+            acd.agent_login(f"s{i:02d}", float(i))
+        acd.add_agent(AgentConfig("hi", queues={"q": 1}, skills={"fr": 1, "rare": 1}, weight=50))
+        acd.agent_login("hi", 0.0)
+        qs = acd.queues["q"]
+        fn = get_strategy(strategy)
+        for required, crit in (({"fr": 1}, 43.8), ({"rare": 1}, 10.8)):   # df = 19 and 1
+            matching = [n for n in weights if acd.agents[n].has_skills(required)]
+            counts = _sample(qs, 20_000, fn, Caller("p", "q", skills=required))
+            assert set(counts) <= set(matching), counts
+            w = {n: (weights[n] if strategy == "weighted-random" else 1) for n in matching}
+            total = sum(w.values())
+            assert _chi2(counts, {n: v / total for n, v in w.items()}) < crit, (strategy, required, counts)

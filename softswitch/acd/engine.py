@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Union
 
-from .model import (Agent, AgentConfig, Caller, CallerOutcome, Member, OfferOutcome, QueueConfig,
+from .model import (Agent, AgentConfig, Caller, CallerOutcome, FreeIndex, Member, OfferOutcome, QueueConfig,
                     QueueLogEntry, QueueState)
-from .strategies import RING_ALL, RING_PROGRESSIVELY, canonical_name, get_strategy
+from .strategies import INDEX_KIND, RING_ALL, RING_PROGRESSIVELY, canonical_name, get_strategy
 
 __all__ = [
     "Acd", "Action", "AgentPaused", "Announce", "CancelOffer", "Connect", "LeftEmpty", "Offer",
@@ -191,8 +191,11 @@ class Acd:
     def remove_agent(self, name: str, now: float) -> list[Action]:
         actions = self.agent_logout(name, now)
         for qname in list(self._memberships[name]):
-            self.queues[qname].members.pop(name, None)
-            self.queues[qname].free.discard(name)
+            qs = self.queues[qname]
+            qs.members.pop(name, None)
+            qs.free.discard(name)
+            if qs.index is not None:
+                qs.index.remove_member(name)
         del self._memberships[name]
         del self.agents[name]
         self._timed.discard(name)
@@ -204,6 +207,8 @@ class Acd:
         qs, a = self.queues[queue], self.agents[agent]
         if agent in qs.members:
             qs.members[agent].level = level
+            if qs.index is not None:     # the level leads every index key: refile the whole queue
+                qs.index = FreeIndex.build(qs.index.kind, qs.members, qs.free)
             return []
         self._add_membership(qs, a, level)
         a.config.queues[queue] = level
@@ -220,6 +225,8 @@ class Acd:
             actions += self._cancel_agent_offer(a, now, "removed")
         del qs.members[agent]
         qs.free.discard(agent)
+        if qs.index is not None:
+            qs.index.remove_member(agent)
         self._memberships[agent].discard(queue)
         a.config.queues.pop(queue, None)
         if a.logged_in:
@@ -228,12 +235,28 @@ class Acd:
         return actions + self._dispatch(now)
 
     def _add_membership(self, qs: QueueState, agent: Agent, level: int) -> None:
-        qs.members[agent.name] = Member(agent=agent.name, level=level, order=qs.next_order,
-                                        weight=agent.config.weight, ref=agent)
+        m = qs.members[agent.name] = Member(agent=agent.name, level=level, order=qs.next_order,
+                                            weight=agent.config.weight, ref=agent)
         qs.next_order += 1
         self._memberships[agent.name].add(qs.name)
         if agent.free:
             qs.free.add(agent.name)
+        ix = qs.index
+        if ix is not None and ix.kind == INDEX_KIND[qs.config.strategy]:
+            ix.add_member(m)
+            if agent.free:
+                ix.add(m)
+        else:
+            self._index(qs)
+
+    def _index(self, qs: QueueState) -> FreeIndex:
+        """The queue's free index, (re)built from ``free`` if there is none yet or the strategy changed
+        (``update_queue``): O(free log free) once, then kept up by ``_refresh`` and the removal paths."""
+        kind = INDEX_KIND[qs.config.strategy]
+        ix = qs.index
+        if ix is None or ix.kind != kind:
+            ix = qs.index = FreeIndex.build(kind, qs.members, qs.free)
+        return ix
 
     # ------------------------------------------------------------ agent events
 
@@ -581,6 +604,8 @@ class Acd:
             assert qs.skill_keys == Counter(c.skill_key for c in qs.callers)
             for name in qs.free:
                 assert name in qs.members and self.agents[name].free and self.agents[name].is_available(now)
+            if qs.index is not None:
+                qs.index.check(qs.members, qs.free)
         for a in self.agents.values():
             if a.offering is not None:
                 c = self.callers[a.offering]
@@ -635,35 +660,53 @@ class Acd:
         return False
 
     def _refresh(self, a: Agent, now: float) -> None:
-        """Recompute the agent's free flag and the per-queue free indexes it belongs to."""
+        """Recompute the agent's free flag and the per-queue free indexes it belongs to (``free`` and the
+        ordered ``index``); an agent that stays free is refiled if a key field moved (``agent_busy(False)``
+        moves its idle time)."""
         free = a.is_available(now)
+        name = a.config.name
         if a.wrap_up_until > now or a.rest_until > now:
-            self._timed.add(a.name)
+            self._timed.add(name)
             pair = (a.wrap_up_until, a.rest_until)
-            last = self._agent_pushed.get(a.name)
+            last = self._agent_pushed.get(name)
             if last != pair:
-                self._agent_pushed[a.name] = pair
+                self._agent_pushed[name] = pair
                 for i in (0, 1):
                     if pair[i] > now and (last is None or last[i] != pair[i]):
-                        self._push(pair[i], "agent", a.name)
+                        self._push(pair[i], "agent", name)
         if free == a.free:
+            if free:
+                for q in self._memberships.get(name, ()):
+                    qs = self.queues[q]
+                    if qs.index is not None:
+                        qs.index.rekey(qs.members[name])
             return
         a.free = free
-        for q in self._memberships.get(a.name, ()):
+        queues = self.queues
+        for q in self._memberships.get(name, ()):
+            qs = queues[q]
+            ix = qs.index
             if free:
-                self.queues[q].free.add(a.name)
+                qs.free.add(name)
+                if ix is not None:
+                    ix.add(qs.members[name])
             else:
-                self.queues[q].free.discard(a.name)
+                qs.free.discard(name)
+                if ix is not None:
+                    ix.discard(name)
 
     def _dispatch(self, now: float) -> list[Action]:
         """Offer waiting callers to free agents: queues by weight then their best caller, callers in
-        priority/wait order. Cost is O(free members) per decision; nothing is done without free members."""
+        priority/wait order. Each queue's free index is ordered for its strategy, so a decision for a caller
+        without required skills is O(log free members) (ring-all / ring-progressively: O(the names rung));
+        nothing is done without free members."""
         actions: list[Action] = []
         busy_queues = [qs for qs in self.queues.values() if qs.free and qs.callers]
         if not busy_queues:
             return actions
         busy_queues.sort(key=lambda q: (-q.config.weight, q.callers[0].sort_key()))
         for qs in busy_queues:
+            self._index(qs)
             strategy = get_strategy(qs.config.strategy)
             first_only = qs.config.strategy not in (RING_ALL, RING_PROGRESSIVELY)   # only names[0] is rung
             unmatched: set[tuple[tuple[str, int], ...]] = set()   # requirements nobody free meets

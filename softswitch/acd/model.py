@@ -6,6 +6,8 @@ Times are floats in seconds from whatever clock the owner injects (``now``); not
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -16,8 +18,8 @@ if TYPE_CHECKING:
     from .engine import OfferRecord
 
 __all__ = [
-    "AgentConfig", "Agent", "AgentState", "Caller", "CallerOutcome", "Member", "QueueConfig",
-    "QueueLogEntry", "QueueState", "QueueStats", "OfferOutcome",
+    "AgentConfig", "Agent", "AgentState", "Caller", "CallerOutcome", "FreeIndex", "Member", "QueueConfig",
+    "QueueLogEntry", "QueueState", "QueueStats", "OfferOutcome", "WeightTree",
 ]
 
 
@@ -145,6 +147,227 @@ class Member:
     ref: Agent = field(default=None, repr=False)  # type: ignore[assignment]  # the live agent
 
 
+class WeightTree:
+    """The weights of one level's members for weighted-random: a Fenwick tree over slots in member order
+    (a member keeps its slot; its value is its weight while it is free with a weight > 0, else 0), so a
+    weight-proportional draw among the level's free members is one O(log n) descent."""
+
+    __slots__ = ("names", "vals", "tree", "npos")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []      # slot -> member name (a removed member leaves a 0 slot behind)
+        self.vals: list[float] = []     # slot -> current value
+        self.tree: list[float] = [0.0]  # Fenwick, 1-based
+        self.npos = 0                   # slots with a value > 0: free members with a positive weight
+
+    def _prefix(self, i: int) -> float:
+        """Sum of the first ``i`` slots."""
+        tree, s = self.tree, 0.0
+        while i > 0:
+            s += tree[i]
+            i &= i - 1
+        return s
+
+    def append(self, name: str) -> int:
+        """A new slot (value 0) at the end; returns its index."""
+        i = len(self.tree)
+        self.tree.append(self._prefix(i - 1) - self._prefix(i - (i & -i)))
+        self.names.append(name)
+        self.vals.append(0.0)
+        return i - 1
+
+    def set(self, slot: int, value: float) -> None:
+        old = self.vals[slot]
+        if value == old:
+            return
+        self.npos += (value > 0) - (old > 0)
+        self.vals[slot] = value
+        delta, tree, i, n = value - old, self.tree, slot + 1, len(self.tree)
+        while i < n:
+            tree[i] += delta
+            i += i & -i
+
+    def total(self) -> float:
+        return self._prefix(len(self.vals))
+
+    def find(self, r: float) -> int:
+        """The first slot whose running sum exceeds ``r`` (``len(vals)`` if none): zero slots never match."""
+        tree, n = self.tree, len(self.vals)
+        pos, step = 0, 1 << n.bit_length()
+        while step:
+            nxt = pos + step
+            if nxt <= n and tree[nxt] <= r:
+                pos = nxt
+                r -= tree[nxt]
+            step >>= 1
+        return pos
+
+
+_KEYS = ("order", "weight", "idle", "calls", "talk")
+
+
+class FreeIndex:
+    """A queue's free members ordered for its strategy; written only by the engine (``Acd``), read by the
+    strategies. ``qs.free`` stays the source of truth; this is a derived view that agrees with it
+    (``Acd.check_invariants`` asserts it).
+
+    ``entries[head:]`` is a sorted list of tuples ``(level, *key, order, name)``, level first, so
+    ``entries[head]`` is the strategy's pick at the lowest free level and that level's members are
+    ``entries[head:level_end(level)]``:
+
+    - ``order`` (top-down, linear, round-robin, random, ring-all, ring-progressively): ``(level, order, name)``
+    - ``weight`` (weighted-random): as ``order``, plus one ``WeightTree`` per level
+    - ``idle`` (longest-idle-agent, skills-based): ``(level, idle_since, order, name)``
+    - ``calls`` (fewest-calls): ``(level, calls in this queue, idle_since, order, name)``
+    - ``talk`` (least-talk-time): ``(level, talk_time_s, idle_since, order, name)``
+
+    The member order is unique in a queue, so names are never compared. Insert and delete are a bisect and a
+    list insert/delete (a memmove): microseconds at 10,000 entries. Slots before ``head`` are a gap: taking
+    the first entry (the agent just offered; ring-all takes a whole level in order) or filing one before it
+    moves ``head`` instead of the whole list. ``entry_of`` remembers the entry each free member was filed
+    under, so a key that moved is found and refiled (``rekey``)."""
+
+    __slots__ = ("kind", "entries", "head", "entry_of", "trees", "slot_of")
+
+    def __init__(self, kind: str) -> None:
+        if kind not in _KEYS:
+            raise ValueError(f"unknown index kind {kind!r}")
+        self.kind = kind
+        self.entries: list[tuple | None] = []
+        self.head = 0
+        self.entry_of: dict[str, tuple] = {}
+        self.trees: dict[int, WeightTree] = {}              # weight: level -> tree
+        self.slot_of: dict[str, tuple[int, int]] = {}       # weight: member -> (level, slot)
+
+    @classmethod
+    def build(cls, kind: str, members: dict[str, Member], free: set[str]) -> FreeIndex:
+        ix = cls(kind)
+        if kind == "weight":
+            for m in sorted(members.values(), key=_member_order):
+                ix.add_member(m)
+        entries = sorted(ix.entry(members[n]) for n in free)
+        ix.entries = entries
+        ix.entry_of = {e[-1]: e for e in entries}
+        if kind == "weight":
+            for n in free:
+                ix._weigh(members[n], True)
+        return ix
+
+    def entry(self, m: Member) -> tuple:
+        kind = self.kind
+        if kind == "order" or kind == "weight":
+            return (m.level, m.order, m.agent)
+        a = m.ref
+        if kind == "idle":
+            return (m.level, a.idle_since, m.order, m.agent)
+        if kind == "calls":
+            return (m.level, m.calls, a.idle_since, m.order, m.agent)
+        return (m.level, a.talk_time_s, a.idle_since, m.order, m.agent)
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.head
+
+    def level_end(self, level: int, lo: int = 0) -> int:
+        """Position just past the entries of ``level`` (every key component is finite)."""
+        return bisect.bisect_left(self.entries, (level, math.inf), max(lo, self.head))  # type: ignore[arg-type]
+
+    # ---- writes (engine only)
+
+    def add_member(self, m: Member) -> None:
+        """A new member of the queue (free or not): weighted-random gives it the next slot of its level."""
+        if self.kind == "weight":
+            tree = self.trees.get(m.level)
+            if tree is None:
+                tree = self.trees[m.level] = WeightTree()
+            self.slot_of[m.agent] = (m.level, tree.append(m.agent))
+
+    def remove_member(self, name: str) -> None:
+        self.discard(name)
+        self.slot_of.pop(name, None)      # its slot stays behind at 0
+
+    def _weigh(self, m: Member, free: bool) -> None:
+        level, slot = self.slot_of[m.agent]
+        self.trees[level].set(slot, float(m.weight) if free and m.weight > 0 else 0.0)
+
+    def add(self, m: Member) -> None:
+        """The member became free."""
+        if m.agent in self.entry_of:
+            self.rekey(m)
+            return
+        e = self.entry(m)
+        entries, head = self.entries, self.head
+        i = bisect.bisect_left(entries, e, head)  # type: ignore[arg-type]
+        if i == head and head:
+            self.head = head = head - 1
+            entries[head] = e
+        else:
+            entries.insert(i, e)
+        self.entry_of[m.agent] = e
+        if self.kind == "weight":
+            self._weigh(m, True)
+
+    def discard(self, name: str) -> None:
+        """The member is no longer free (or no longer a member); no-op if it was not filed."""
+        e = self.entry_of.pop(name, None)
+        if e is None:
+            return
+        entries, head = self.entries, self.head
+        i = bisect.bisect_left(entries, e, head)  # type: ignore[arg-type]
+        assert entries[i] == e
+        if i == head:
+            entries[i] = None
+            self.head = head = head + 1
+            if head >= 64 and 2 * head >= len(entries):   # amortised O(1): drop the gap
+                del entries[:head]
+                self.head = 0
+        else:
+            del entries[i]
+        if self.kind == "weight" and name in self.slot_of:
+            level, slot = self.slot_of[name]
+            self.trees[level].set(slot, 0.0)
+
+    def rekey(self, m: Member) -> None:
+        """Refile a free member whose key fields moved while it stayed free (level changes: rebuild)."""
+        old = self.entry_of.get(m.agent)
+        if old is not None and old != self.entry(m):
+            self.discard(m.agent)
+            self.add(m)
+
+    # ---- checks
+
+    def check(self, members: dict[str, Member], free: set[str]) -> None:
+        """AssertionError unless this index files exactly the free members, under their current keys."""
+        assert all(e is None for e in self.entries[:self.head])
+        entries = self.entries[self.head:]
+        assert all(a < b for a, b in zip(entries, entries[1:])), "index out of order"  # type: ignore[operator]
+        assert set(self.entry_of) == free and len(entries) == len(free), (self.kind, len(entries), len(free))
+        for e in entries:
+            assert e is not None
+            m = members[e[-1]]
+            assert self.entry_of[m.agent] == e == self.entry(m), (self.kind, e, self.entry(m))
+        if self.kind == "weight":
+            assert set(self.slot_of) == set(members)
+            for name, (level, slot) in self.slot_of.items():
+                m = members[name]
+                tree = self.trees[level]
+                assert m.level == level and tree.names[slot] == name
+                want = float(m.weight) if name in free and m.weight > 0 else 0.0
+                assert tree.vals[slot] == want, (name, tree.vals[slot], want)
+            owned = {(lv, s) for lv, s in self.slot_of.values()}
+            for level, tree in self.trees.items():
+                running = 0.0
+                for slot, v in enumerate(tree.vals):
+                    assert v == 0.0 or (level, slot) in owned, (level, slot, v)
+                    running += v
+                    if slot % 97 == 0 or slot == len(tree.vals) - 1:     # sampled: each prefix is O(log n)
+                        assert math.isclose(tree._prefix(slot + 1), running, rel_tol=1e-9, abs_tol=1e-9)
+                assert tree.npos == sum(1 for v in tree.vals if v > 0)
+
+
+def _member_order(m: Member) -> int:
+    return m.order
+
+
 class CallerOutcome(str, Enum):
     ANSWERED = "answered"
     ABANDONED = "abandoned"
@@ -239,18 +462,47 @@ class QueueState:
     stats: QueueStats = field(default_factory=QueueStats)
     recent_handle_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
     next_order: int = 0
+    index: FreeIndex | None = None      # the free members ordered for the strategy (engine-kept, derived)
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    def indexed(self, kind: str) -> FreeIndex | None:
+        """The free index if it is ordered by ``kind`` (an ``order`` reader accepts a ``weight`` index),
+        else None: after a strategy change the engine rebuilds it at its next dispatch; meanwhile the
+        strategies scan ``free``."""
+        ix = self.index
+        if ix is not None and (ix.kind == kind or (kind == "order" and ix.kind == "weight")):
+            return ix
+        return None
+
     def candidates(self, caller: Caller, now: float) -> list[Member]:
         """Free members with the caller's skills, restricted to the lowest level present.
 
-        Cost is O(free members), not O(members): the engine keeps ``free`` as an index, and only events
-        make an agent unavailable (time only frees), so the index never holds an unavailable agent
-        (``Acd.check_invariants`` asserts it) and availability is not re-tested here."""
+        The engine keeps ``free`` (and the ordered ``index``) as indexes, and only events make an agent
+        unavailable (time only frees), so they never hold an unavailable agent (``Acd.check_invariants``
+        asserts it) and availability is not re-tested here. With the index the result comes in the
+        index's order and costs O(that level's free members) (callers with required skills: plus the
+        entries skipped before the first match); without it, O(free members) in no particular order."""
         members, required = self.members, caller.skills
+        ix = self.index
+        if ix is not None:
+            entries, head = ix.entries, ix.head
+            if not required:
+                if head == len(entries):
+                    return []
+                return [members[e[-1]] for e in entries[head:ix.level_end(entries[head][0])]]  # type: ignore
+            for i in range(head, len(entries)):
+                e = entries[i]
+                if members[e[-1]].ref.has_skills(required):  # type: ignore[index]
+                    out = [members[e[-1]]]  # type: ignore[index]
+                    for e2 in entries[i + 1:ix.level_end(e[0], i + 1)]:  # type: ignore[index]
+                        m = members[e2[-1]]  # type: ignore[index]
+                        if m.ref.has_skills(required):
+                            out.append(m)
+                    return out
+            return []
         if required:
             out = [m for n in self.free if (m := members[n]).ref.has_skills(required)]
         else:
