@@ -7,6 +7,7 @@ embedded demo configuration; ``config/default.toml`` is the same thing written o
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
@@ -18,6 +19,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic import ValidationInfo, field_validator, model_validator
+
+if typing.TYPE_CHECKING:
+    from .acd import model as acd_model
 
 KNOWN_SERVICES: tuple[str, ...] = ("echo", "playback", "dtmf", "moh")
 TARGET_KINDS: tuple[str, ...] = ("user", "trunk", "service", "flow", "queue")
@@ -389,6 +393,124 @@ class RouteConfig(_Model):
         return self
 
 
+def _check_code(v: str) -> str:
+    if not re.fullmatch(r"[0-9*#]+", v):
+        raise ValueError(f"{v!r}: a feature code is one or more of 0-9, * and #")
+    return v
+
+
+FeatureCode = Annotated[str, AfterValidator(_check_code)]
+_OVERFLOW = re.compile(r"(queue|user|flow):[A-Za-z0-9_.+-]+|extension:[0-9*#]+|number:\+[1-9][0-9]{1,14}")
+
+
+class AcdConfig(_Model):
+    queue_log: str = "data/queue_log"
+    login_code: FeatureCode = "*45"
+    logout_code: FeatureCode = "*46"
+    pause_code: FeatureCode = "*47"
+    unpause_code: FeatureCode = "*48"
+
+    @model_validator(mode="after")
+    def _check(self) -> AcdConfig:
+        problems: list[tuple[Loc, str]] = []
+        keys = ("login_code", "logout_code", "pause_code", "unpause_code")
+        for i, key in enumerate(keys):
+            code = getattr(self, key)
+            same = next((k for k in keys[:i] if getattr(self, k) == code), None)
+            if same:
+                problems.append(((key,), f"{code!r} is already {same}"))
+            elif key != "pause_code" and code.startswith(self.pause_code):
+                problems.append(((key,), f"{code!r} starts with pause_code {self.pause_code!r} "
+                                         f"(the digits after pause_code are the pause reason)"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class ControlConfig(_Model):
+    socket: str = "data/softswitch.sock"
+
+
+class AcdQueueConfig(_Model):
+    """One ``[[queues]]`` entry; ``Config.queue_configs()`` turns it into the engine's ``QueueConfig``."""
+
+    name: Name
+    strategy: str = "longest-idle-agent"
+    ring_timeout_s: float = Field(15.0, gt=0)
+    max_wait_s: float = Field(0.0, ge=0)
+    max_len: int = Field(0, ge=0)
+    wrap_up_s: float = Field(0.0, ge=0)
+    join_empty: bool = True
+    leave_when_empty: bool = False
+    service_level_s: float = Field(20.0, gt=0)
+    weight: int = Field(0, ge=0)
+    progressive_step_s: float = Field(10.0, gt=0)
+    announce_frequency_s: float = Field(0.0, ge=0)
+    announce_position: bool = True
+    announce_ewt: bool = True
+    periodic_announce: str = ""
+    periodic_announce_s: float = Field(0.0, ge=0)
+    default_handle_time_s: float = Field(180.0, gt=0)
+    moh: str = ""
+    overflow: str = ""
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        from .acd.strategies import canonical_name
+        try:
+            return canonical_name(v)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+
+    @field_validator("overflow")
+    @classmethod
+    def _overflow(cls, v: str) -> str:
+        if v and not _OVERFLOW.fullmatch(v):
+            raise ValueError(f"{v!r}: must be \"\", queue:NAME, user:NAME, flow:NAME, extension:DIGITS "
+                             f"or number:+E164")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> AcdQueueConfig:
+        problems: list[tuple[Loc, str]] = []
+        if self.periodic_announce and not self.periodic_announce_s:
+            problems.append((("periodic_announce_s",), "must be > 0 when periodic_announce is set"))
+        elif self.periodic_announce_s and not self.periodic_announce:
+            problems.append((("periodic_announce",), "needs a prompt file or \"say:TEXT\" when "
+                                                     "periodic_announce_s is set"))
+        elif self.periodic_announce.startswith("say:") and not self.periodic_announce[4:].strip():
+            problems.append((("periodic_announce",), "\"say:\" needs the text to speak"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class AcdAgentConfig(_Model):
+    """One ``[[agents]]`` entry (a configured user who takes queue calls)."""
+
+    name: Name
+    queues: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)  # queue -> level
+    skills: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)  # skill -> level
+    wrap_up_s: float | None = Field(None, ge=0)  # None: the queue's wrap_up_s
+    max_no_answer: int = Field(3, ge=0)
+    no_answer_delay_s: float = Field(5.0, ge=0)
+    reject_delay_s: float = Field(5.0, ge=0)
+    busy_delay_s: float = Field(5.0, ge=0)
+    weight: int = Field(1, ge=1)
+    logged_in: bool = True
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _queue_list(cls, v: Any) -> Any:
+        """``queues = ["support"]`` is short for ``queues = { support = 0 }``."""
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            if len(set(v)) != len(v):
+                raise ValueError("lists a queue twice")
+            return dict.fromkeys(v, 0)
+        return v
+
+
 def _default_users() -> list[UserConfig]:
     return [UserConfig(name="1001", password="1001pass", display="Alice"),
             UserConfig(name="1002", password="1002pass", display="Bob"),
@@ -400,7 +522,16 @@ def _default_routes() -> list[RouteConfig]:
             RouteConfig(name="playback", exact="playback", to="service:playback"),
             RouteConfig(name="dtmf", exact="dtmf", to="service:dtmf"),
             RouteConfig(name="ivr", exact="100", to="flow:bank"),
+            RouteConfig(name="queue", exact="200", to="queue:support"),
             RouteConfig(name="extensions", regex=r"^(1\d{3})$", to="user")]
+
+
+def _default_queues() -> list[AcdQueueConfig]:
+    return [AcdQueueConfig(name="support", announce_frequency_s=30.0)]
+
+
+def _default_agents() -> list[AcdAgentConfig]:
+    return [AcdAgentConfig(name=n, queues={"support": 0}) for n in ("1001", "1002", "1003")]
 
 
 class Config(_Model):
@@ -414,8 +545,12 @@ class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    acd: AcdConfig = Field(default_factory=AcdConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     users: list[UserConfig] = Field(default_factory=_default_users)
     trunks: list[TrunkConfig] = Field(default_factory=list)
+    queues: list[AcdQueueConfig] = Field(default_factory=_default_queues)
+    agents: list[AcdAgentConfig] = Field(default_factory=_default_agents)
     routes: list[RouteConfig] = Field(default_factory=_default_routes)
 
     _source_path: Path | None = PrivateAttr(None)
@@ -454,6 +589,30 @@ class Config(_Model):
     def store_path(self) -> Path:
         return self.resolve_path(self.store.path)
 
+    def queue_log_path(self) -> Path | None:
+        """The Asterisk-format queue_log file (``acd.queue_log``), None when off."""
+        return self.resolve_path(self.acd.queue_log) if self.acd.queue_log else None
+
+    def control_socket_path(self) -> Path | None:
+        """The Unix socket of ``softswitch queue``/``agent`` (``control.socket``), None when off."""
+        return self.resolve_path(self.control.socket) if self.control.socket else None
+
+    def queue_configs(self) -> list[acd_model.QueueConfig]:
+        """The engine's view of ``[[queues]]`` (new objects each call; periodic_announce* stay here)."""
+        from .acd import model
+        return [model.QueueConfig(**_common_fields(q, model.QueueConfig)) for q in self.queues]
+
+    def agent_configs(self) -> list[acd_model.AgentConfig]:
+        """The engine's view of ``[[agents]]`` (new objects and dicts each call; logged_in stays here)."""
+        from .acd import model
+        return [model.AgentConfig(**_common_fields(a, model.AgentConfig)) for a in self.agents]
+
+    def queue(self, name: str) -> AcdQueueConfig | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+    def agent(self, name: str) -> AcdAgentConfig | None:
+        return next((a for a in self.agents if a.name == name), None)
+
     def user(self, name: str) -> UserConfig | None:
         return next((u for u in self.users if u.name == name), None)
 
@@ -466,13 +625,15 @@ class Config(_Model):
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> Config:
         base = (info.context or {}).get("base")  # the config file's directory (relative flows_dir)
+        self._fit_demo_defaults()
         problems: list[tuple[Loc, str]] = []
-        for section in ("users", "trunks", "routes"):
+        for section in ("users", "trunks", "routes", "queues", "agents"):
             items = getattr(self, section)
             for i in _duplicates([x.name for x in items]):
                 problems.append(((section, i, "name"), f"duplicate name {items[i].name!r}"))
         trunks = {t.name: t for t in self.trunks}
         users = {u.name for u in self.users}
+        queues = {q.name for q in self.queues}
         for i, route in enumerate(self.routes):
             kind, name = route.target
             if kind == "trunk" and name not in trunks:
@@ -482,10 +643,28 @@ class Config(_Model):
             elif kind == "user" and name is not None and name not in users:
                 problems.append((("routes", i, "to"), f"unknown user {name!r} ({_known(users)})"))
             elif kind == "flow" and self.flow_path(name, base) is None:
-                problems.append((("routes", i, "to"), f"no flow {name!r}: none of "
-                                 f"{', '.join(name + x for x in FLOW_SUFFIXES)} in {self.flows_dir(base)}"))
+                problems.append((("routes", i, "to"), self._no_flow(name, base)))
+            elif kind == "queue" and name not in queues:
+                problems.append((("routes", i, "to"), f"unknown queue {name!r} ({_known(queues)})"))
             if route.source.startswith("trunk:") and route.source[6:] not in trunks:
                 problems.append((("routes", i, "source"), f"unknown trunk {route.source[6:]!r} ({_known(trunks)})"))
+        for i, queue in enumerate(self.queues):
+            kind, _, name = queue.overflow.partition(":")
+            if kind == "queue" and name == queue.name:
+                problems.append((("queues", i, "overflow"), "a queue cannot overflow to itself"))
+            elif kind == "queue" and name not in queues:
+                problems.append((("queues", i, "overflow"), f"unknown queue {name!r} ({_known(queues)})"))
+            elif kind == "user" and name not in users:
+                problems.append((("queues", i, "overflow"), f"unknown user {name!r} ({_known(users)})"))
+            elif kind == "flow" and self.flow_path(name, base) is None:
+                problems.append((("queues", i, "overflow"), self._no_flow(name, base)))
+        for i, agent in enumerate(self.agents):
+            if agent.name not in users:
+                problems.append((("agents", i, "name"), f"{agent.name!r} is not a configured user "
+                                                        f"({_known(users)})"))
+            for name in agent.queues:
+                if name not in queues:
+                    problems.append((("agents", i, "queues", name), f"unknown queue {name!r} ({_known(queues)})"))
         if self.ivr.asr_engine == "vosk" and self.ivr.vosk_model:
             model = Path(self.ivr.vosk_model).expanduser()
             model = model if model.is_absolute() else (base or Path.cwd()) / model
@@ -495,6 +674,24 @@ class Config(_Model):
         if problems:
             raise _Problems(problems)
         return self
+
+    def _fit_demo_defaults(self) -> None:
+        """The demo agents and route 200 refer to users 1001-1003 and queue support: a file that leaves out
+        [[agents]] / [[routes]] but has its own users or queues keeps only the demo entries it can have."""
+        users, queues = {u.name for u in self.users}, {q.name for q in self.queues}
+        if "agents" not in self.model_fields_set:   # __dict__: not an explicitly set field
+            self.__dict__["agents"] = [a for a in self.agents if a.name in users and set(a.queues) <= queues]
+        if "routes" not in self.model_fields_set:
+            self.__dict__["routes"] = [r for r in self.routes if r.target[0] != "queue" or r.target[1] in queues]
+
+    def _no_flow(self, name: str, base: Path | None) -> str:
+        return f"no flow {name!r}: none of {', '.join(name + x for x in FLOW_SUFFIXES)} in {self.flows_dir(base)}"
+
+
+def _common_fields(model: BaseModel, cls: type) -> dict[str, Any]:
+    """The fields of ``model`` that dataclass ``cls`` also has, dicts copied."""
+    values = {f.name: getattr(model, f.name) for f in dataclasses.fields(cls) if f.name in type(model).model_fields}
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
 
 
 def _known(names: typing.Iterable[str]) -> str:

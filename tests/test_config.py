@@ -31,7 +31,8 @@ def test_embedded_default_values():
         ("1001", "1001pass", "Alice"), ("1002", "1002pass", "Bob"), ("1003", "1003pass", "Carol")]
     assert c.trunks == []
     assert [(r.name, r.to) for r in c.routes] == [("echo", "service:echo"), ("playback", "service:playback"),
-                                                  ("dtmf", "service:dtmf"), ("ivr", "flow:bank"), ("extensions", "user")]
+                                                  ("dtmf", "service:dtmf"), ("ivr", "flow:bank"), ("queue", "queue:support"),
+                                                  ("extensions", "user")]
     assert c.routes[-1].regex == r"^(1\d{3})$"
 
 
