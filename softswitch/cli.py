@@ -1,4 +1,4 @@
-"""Command line: ``softswitch run | config check | cdr | ivr validate``.
+"""Command line: ``softswitch run | config check | cdr | ivr | acd simulate | queue | agent``.
 
 One small ``cmd_*`` function per subcommand; ``build_parser`` wires them. Configuration problems print the
 ``ConfigError`` message (file:line: key: what is wrong) and exit 2, never a traceback.
@@ -115,6 +115,101 @@ def _csv_cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
+QUEUE_COLUMNS = (("queue", "name"), ("strategy", "strategy"), ("waiting", "waiting"), ("offered", "offered"),
+                 ("answered", "answered"), ("abandoned", "abandoned"), ("timed out", "timed_out"),
+                 ("overflowed", "overflowed"), ("SL %", "service_level_pct"), ("ASA s", "asa_s"),
+                 ("AHT s", "aht_s"), ("longest wait s", "longest_wait_s"), ("staffed", "staffed"),
+                 ("available", "available"))
+AGENT_COLUMNS = (("agent", "name"), ("state", "state"), ("reason", "pause_reason"), ("queues", "queues"),
+                 ("calls", "calls"), ("talk s", "talk_time_s"), ("wrap-up s", "wrap_up_time_s"),
+                 ("idle s", "idle_s"), ("no-answers", "no_answers"))
+
+
+def _control(args: argparse.Namespace, cmd: str, **request_args: Any) -> Any:
+    """One request to the running switch whose control socket ``--config`` names."""
+    from softswitch.control import ControlError, request
+
+    config = load_config(args.config)
+    path = config.control_socket_path()
+    if path is None:
+        raise CliError(f"{args.config or 'the default configuration'} turns the control socket off "
+                       f"(control.socket = \"\")")
+    try:
+        return request(path, cmd, **request_args)
+    except ControlError as e:
+        raise CliError(str(e)) from None
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows, columns))
+    return EXIT_OK
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Aligned text table, one ``(header, key)`` per column: numbers right-aligned (floats to 1 decimal),
+    lists comma-joined, missing values as "-"."""
+    def cell(value: Any) -> str:
+        if value is None or value == "":
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.1f}"
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value)) or "-"
+        if isinstance(value, dict):
+            return ",".join(f"{k}:{v}" for k, v in value.items()) or "-"
+        return str(value)
+
+    table = [[h for h, _ in columns]] + [[cell(row.get(key)) for _, key in columns] for row in rows]
+    numeric = [all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+                   for row in rows) and bool(rows) for _, key in columns]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    return "\n".join("  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
+                     for r in table)
+
+
+def cmd_queue_status(args: argparse.Namespace) -> int:
+    return _print_rows(_control(args, "queue.status", name=args.name), QUEUE_COLUMNS, args.json)
+
+
+def cmd_queue_set(args: argparse.Namespace) -> int:
+    changes: dict[str, Any] = {}
+    for item in args.changes:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise CliError(f"{item!r}: expected KEY=VALUE, e.g. strategy=ring-all or max_wait_s=60")
+        try:
+            changes[key] = json.loads(text)
+        except ValueError:
+            changes[key] = text
+    _control(args, "queue.set", name=args.name, changes=changes)
+    return _print_rows(_control(args, "queue.status", name=args.name), QUEUE_COLUMNS, False)
+
+
+def cmd_queue_member(args: argparse.Namespace) -> int:
+    if args.queue_command == "add-member":
+        _control(args, "queue.add_member", name=args.queue, agent=args.agent, level=args.level)
+        print(f"queue {args.queue}: agent {args.agent} added at level {args.level}")
+    else:
+        _control(args, "queue.remove_member", name=args.queue, agent=args.agent)
+        print(f"queue {args.queue}: agent {args.agent} removed")
+    return EXIT_OK
+
+
+def cmd_agent_list(args: argparse.Namespace) -> int:
+    return _print_rows(_control(args, "agent.list"), AGENT_COLUMNS, args.json)
+
+
+def cmd_agent_state(args: argparse.Namespace) -> int:
+    reason = getattr(args, "reason", None)
+    _control(args, f"agent.{args.agent_command}", name=args.name, reason=reason)
+    done = {"login": "logged in", "logout": "logged out", "pause": "paused", "unpause": "unpaused"}
+    print(f"agent {args.name}: {done[args.agent_command]}" + (f" ({reason})" if reason else ""))
+    return EXIT_OK
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -164,6 +259,42 @@ def build_parser() -> argparse.ArgumentParser:
     from softswitch.acd.simulate import add_simulate_arguments
     add_simulate_arguments(p)
     p.set_defaults(func=cmd_acd_simulate)
+
+    control_help = "config of the running switch, for its control socket (default: the embedded default)"
+    p = sub.add_parser("queue", help="ACD queues of the running switch: statistics, settings, members")
+    queue_sub = p.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    p = queue_sub.add_parser("status", help="waiting callers, counters, SL/ASA/AHT, staffed agents per queue")
+    p.add_argument("name", nargs="?", metavar="NAME", help="only this queue")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_queue_status)
+    p = queue_sub.add_parser("set", help="change queue settings (as in [[queues]]) without a restart")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("changes", nargs="+", metavar="KEY=VALUE", help="VALUE is JSON if it parses, else a string")
+    p.set_defaults(func=cmd_queue_set)
+    p = queue_sub.add_parser("add-member", help="make an agent a member of a queue")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("agent", metavar="AGENT")
+    p.add_argument("--level", type=_non_negative, default=0, metavar="N", help="lower levels are offered first")
+    p.set_defaults(func=cmd_queue_member)
+    p = queue_sub.add_parser("remove-member", help="take an agent out of a queue")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("agent", metavar="AGENT")
+    p.set_defaults(func=cmd_queue_member)
+
+    p = sub.add_parser("agent", help="ACD agents of the running switch: list, log in/out, pause")
+    agent_sub = p.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    p = agent_sub.add_parser("list", help="state, pause reason, queues and counters of every agent")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_agent_list)
+    for action, text in (("login", "log an agent in to its queues"), ("logout", "log an agent out"),
+                         ("pause", "pause an agent (no queue calls)"), ("unpause", "end an agent's pause")):
+        p = agent_sub.add_parser(action, help=text)
+        p.add_argument("name", metavar="NAME")
+        if action == "pause":
+            p.add_argument("--reason", default="", metavar="TEXT", help="pause reason (queue_log, agent list)")
+        p.set_defaults(func=cmd_agent_state)
+    for parser_ in (*queue_sub.choices.values(), *agent_sub.choices.values()):
+        parser_.add_argument("--config", "-c", metavar="FILE", help=control_help)
 
     p = sub.add_parser("cdr", help="print call detail records")
     p.add_argument("--config", "-c", metavar="FILE", help=config_help)

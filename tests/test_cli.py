@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "softswitch", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)  # this checkout, even from another cwd
 
 
 def test_config_check_ok():
@@ -94,7 +96,7 @@ def test_cdr_csv(tmp_path):
 
 def test_main_in_process(capsys, tmp_path):
     assert main(["config", "check", str(ROOT / "config/default.toml")]) == 0
-    assert "OK (3 users, 0 trunks, 5 routes)" in capsys.readouterr().out
+    assert "OK (3 users, 0 trunks, 6 routes)" in capsys.readouterr().out
     (tmp_path / "bad.toml").write_text("nope = 1\n")
     assert main(["config", "check", str(tmp_path / "bad.toml")]) == 2
     assert "nope: unknown key" in capsys.readouterr().err
