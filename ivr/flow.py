@@ -280,12 +280,20 @@ class TransferNode(_Node):
     type: Literal["transfer"]
     to: Annotated[str, AfterValidator(_check_transfer)]
     trunk: str | None = Field(None, min_length=1, description="only for 'number:' targets")
+    priority: int | str = Field(0, description="queue: targets only; higher is served first (e.g. VIP); "
+                                               "an integer or a {{variable}} holding one")
+    skills: dict[str, int] = Field(default_factory=dict, description="queue: targets only; required skill -> "
+                                                                      "minimum level")
     failure: NodeId | None = None
 
     @model_validator(mode="after")
     def _trunk(self) -> TransferNode:
         if self.trunk is not None and not self.to.startswith("number:"):
             raise ValueError("'trunk' is only allowed with a 'number:' target")
+        if (self.priority != 0 or self.skills) and not self.to.startswith("queue:"):
+            raise ValueError("'priority' and 'skills' are only allowed with a 'queue:' target")
+        if isinstance(self.priority, str) and not re.fullmatch(r"-?\d+|\{\{\s*\w+\s*\}\}", self.priority.strip()):
+            raise ValueError(f"priority {self.priority!r} is neither an integer nor a {{{{variable}}}}")
         return self
 
     def edges(self) -> list[tuple[Loc, str]]:

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from .flow import Flow, GatherNode
 
-QUEUES_UNAVAILABLE = "queues are not available yet (ACD)"  # until the ACD lands, a queue transfer says so
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 
@@ -36,7 +35,8 @@ class Channel(Protocol):
     async def say(self, text: str, barge_in: bool) -> None: ...
     async def play(self, file: str, barge_in: bool) -> None: ...
     async def gather(self, node: GatherNode, flow: Flow, prompt: bool) -> Input: ...
-    async def transfer(self, target: str, trunk: str | None) -> str | None: ...  # None = done, else why not
+    async def transfer(self, target: str, trunk: str | None, *, priority: int = 0,
+                       skills: dict[str, int] | None = None) -> str | None: ...  # None = done, else why not
     async def record(self, max_s: int, beep: bool) -> str | None: ...
     async def hangup(self) -> None: ...
 

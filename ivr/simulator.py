@@ -19,13 +19,14 @@ import numpy as np
 from .flow import Flow, GatherNode, load_flow
 from .interpreter import run_flow
 from .matching import Grammar, digits
-from .runtime import QUEUES_UNAVAILABLE, Input, Run, clock_variables
+from .runtime import Input, Run, clock_variables
 
 
 @dataclass
 class SimChannel:
     answers: list[tuple[str, str]]             # ("say" | "dtmf" | "wav", value), in order
     asr: Any = None                            # an AsrEngine for --wav
+    transfer_error: str | None = None          # None: transfers succeed (an agent answers); else why not
     log: list[str] = field(default_factory=list)
 
     async def say(self, text: str, barge_in: bool) -> None:
@@ -72,11 +73,11 @@ class SimChannel:
             return Input("no_input")
         return grammar.recognised(event)
 
-    async def transfer(self, target: str, trunk: str | None) -> str | None:
-        self.log.append(f"transfer: {target}")
-        if target.startswith("queue:"):
-            return QUEUES_UNAVAILABLE
-        return None
+    async def transfer(self, target: str, trunk: str | None, *, priority: int = 0,
+                       skills: dict[str, int] | None = None) -> str | None:
+        extra = "".join(f" {k}={v}" for k, v in (("priority", priority), ("skills", skills)) if v)
+        self.log.append(f"transfer: {target}{extra}")
+        return self.transfer_error
 
     async def record(self, max_s: int, beep: bool) -> str | None:
         self.log.append(f"record: up to {max_s} s")

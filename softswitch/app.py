@@ -16,6 +16,7 @@ import signal
 import time
 from typing import Any
 
+from .acd.service import AcdService
 from .calls.call import Call, CallState
 from .calls.flows import FlowLibrary
 from .calls.leg import Leg, Target
@@ -65,6 +66,8 @@ class Switch:
         self.flows = FlowLibrary(config)
         self.flows.load()  # a broken flow fails the start, naming file, line and node
         self._warm: asyncio.Future[None] | None = None
+        self.acd = AcdService(self)
+        self.control: Any = None   # the CLI's Unix socket (softswitch/control.py), from start()
         self.store = AsyncStore(open_store(config))
         self.calls: dict[str, Call] = {}
         self.inbound: dict[str, Call] = {}                    # A-leg Call-ID -> call
@@ -91,6 +94,12 @@ class Switch:
                 reg = TrunkRegistration(self.stack, trunk, self.config.sip.domain)
                 self.registrations.append(reg)
                 reg.start()
+        self.acd.start()
+        socket_path = self.config.control_socket_path()
+        if socket_path is not None:
+            from .control import ControlServer
+            self.control = ControlServer(socket_path, self.acd.control)
+            await self.control.start()
         if self.flows.flows:
             await self.flows.start_asr()
             self._warm = asyncio.ensure_future(self.flows.warm(self.media))
@@ -115,6 +124,9 @@ class Switch:
             call.finish()  # forks that never confirmed: write the CDR with what we know
         for reg in self.registrations:
             reg.stop()
+        if self.control is not None:
+            await self.control.close()
+        self.acd.close()
         await self.store.flush()
         await self.store.close()
         self.stack.close()
@@ -272,7 +284,10 @@ class Switch:
             return
         self.stack.reply(txn, 100, "Trying")
         number = req.uri.user if isinstance(req.uri, SipURI) else None
-        decision = self.dialplan.route(number or "", source)
+        if source.kind == "user" and number and self.acd.is_feature_code(number):
+            decision: RouteDecision | None = RouteDecision("feature", "service", "agent", number)
+        else:
+            decision = self.dialplan.route(number or "", source)
         call = Call(self, ev, source, decision or RouteDecision("", "none", "", number or ""))
         txn.owner = call
         self.calls[call.id] = call
@@ -289,6 +304,8 @@ class Switch:
             call.log.warning("%s:%s unreachable: %d %s", decision.kind, decision.target, status, reason)
             call.fail(status, reason)
             return
+        if decision.rule != "feature":
+            self.acd.call_started(call)
         asyncio.ensure_future(call.start(groups))
 
     def targets(self, d: RouteDecision) -> tuple[list[list[Target]] | None, int, str]:
@@ -316,8 +333,22 @@ class Switch:
                 uri = SipURI(user=d.number, host=gw.addr.host, port=gw.addr.port, params=params)
                 groups.append([Target(uri, gw.addr, trunk, gw, f"trunk:{trunk.name}")])
             return groups, 0, ""
-        # queue: targets arrive with the ACD.
-        return None, 501, f"No {d.kind} engine yet"
+        if d.kind == "queue":
+            return (None, 0, "") if d.target in self.acd.acd.queues else (None, 404, "No Such Queue")
+        return None, 501, f"No {d.kind} engine"
+
+    def destination_problem(self, dest: str) -> str | None:
+        """Why ``dest`` (an overflow destination) cannot be reached, or None."""
+        kind, _, name = dest.partition(":")
+        if kind == "queue":
+            return None if name in self.acd.acd.queues else f"no queue {name!r}"
+        if kind == "flow":
+            return None if self.flows.get(name) is not None else f"no flow {name!r} loaded"
+        if kind in ("user", "extension"):
+            return None if name in self.users or self.dialplan.route(name, Source.user("")) else f"no user {name!r}"
+        if kind == "number":
+            return None if name else "number: needs a number"
+        return f"{dest!r} is not queue:, flow:, user:, extension: or number:"
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)
@@ -343,7 +374,7 @@ def build_cdr(call: Call, stats: dict) -> CDR:
     req = a.request
     from_uri = req.from_.uri
     src, dst = call.source, call.decision
-    if dst.kind in ("service", "flow"):
+    if dst.kind in ("service", "flow") or (dst.kind == "queue" and src.kind != "trunk"):
         direction = "local"
     elif src.kind == "trunk":
         direction = "transit" if dst.kind == "trunk" else "inbound"
@@ -371,7 +402,7 @@ def build_cdr(call: Call, stats: dict) -> CDR:
         duration=round(end - call.start_ts, 3),
         billsec=round(end - call.answer_ts, 3) if call.answer_ts else 0.0,
         disposition=call.disposition(), sip_status=call.status or 0, q850_cause=call.q850,
-        hangup_by=call.hangup_by, legs=legs, ivr=call.ivr_summary(), extra={})
+        hangup_by=call.hangup_by, legs=legs, ivr=call.ivr_summary(), queue=call.queue_summary(), extra={})
 
 
 def _same_host(digest_uri: str | None, request_uri: Any) -> bool:

@@ -2,9 +2,10 @@
 
 * baresip says "credit card" (espeak-ng, telephone band) to 100: the path reaches ``credit_card`` and the
   CDR (``softswitch cdr --format json``) shows the path and the keyword hit (acceptance 1).
-* "customer service" reaches ``agent_transfer``; the queue does not exist yet, so the transfer fails
-  with a clear reason and the flow takes its failure edge. In another flow, the same words transfer the
-  caller to an extension registered by a second baresip, which hears the caller (acceptance 2).
+* "customer service" reaches ``agent_transfer``, a transfer to the queue ``support``: an agent's phone
+  (baresip, auto-answer) gets the call and hears the caller. In another flow, the same words transfer the
+  caller to an extension registered by a second baresip, which hears the caller (acceptance 2). With
+  nobody staffed the queue refuses the caller and the flow takes its failure edge (DTMF 0 below).
 * SIPp plays RFC 4733 pcaps: 1 reaches ``credit_card``, * goes ``back`` to ``main_menu``, 2 reaches
   ``bank_account``, 0 ``agent_transfer`` (acceptance 3).
 """
@@ -38,8 +39,14 @@ def sip_port(ports: PortAllocator) -> int:
     return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
-def ivr_config(sip_port: int, ports: PortAllocator, flows_dir: Path | None = None) -> str:
+def ivr_config(sip_port: int, ports: PortAllocator, flows_dir: Path | None = None,
+               agents: tuple[str, ...] = ()) -> str:
+    """The bank flow on 100; its queue `support` refuses callers while nobody is staffed (join_empty
+    false), with ``agents`` (of 1001-1003) logged in."""
     extra = '\n[[routes]]\nname = "ivr"\nexact = "100"\nto = "flow:bank"\n'
+    extra += '\n[[queues]]\nname = "support"\njoin_empty = false\n'
+    extra += "".join(f'\n[[agents]]\nname = "{n}"\nqueues = {{ support = 0 }}\nlogged_in = {str(n in agents).lower()}\n'
+                     for n in ("1001", "1002", "1003"))
     if flows_dir is not None:
         extra += '\n[[routes]]\nname = "sales"\nexact = "200"\nto = "flow:sales"\n'
     config = switch_config(sip_port=sip_port, rtp=ports.range(40), extra=extra)
@@ -90,21 +97,43 @@ def test_spoken_credit_card_reaches_credit_card(tmp_path, switch_factory, ports,
         print(f"[measured] decision_ms = {hit['decision_ms']}")
 
 
-# --- 2. "customer service": the queue is not there yet; an extension is ------------------
+# --- 2. "customer service": through the queue to an agent; or to an extension -----------
 
 @pytest.mark.timeout(120)
-def test_customer_service_reaches_agent_transfer_and_fails_clearly(tmp_path, switch_factory, ports, sip_port):
-    source = speech_wav(tmp_path / "cs.wav", "customer service", tail_s=12.0)
+def test_customer_service_reaches_an_agent_through_the_queue(tmp_path, switch_factory, ports, sip_port):
+    words = read_wav(speech_wav(tmp_path / "cs.wav", "customer service", tail_s=3.0))[1]
+    tone = read_wav(tone_wav(tmp_path / "tone.wav", 1000.0, 6.0))[1]
+    source = write_wav(tmp_path / "caller.wav", np.concatenate([words, (tone * 0.5).astype(np.int16),
+                                                                np.zeros(8000, np.int16)]))
     ev = Evidence()
     with ev:
-        sw = ev.add(switch_factory(ivr_config(sip_port, ports), sip_port=sip_port))
-        call_100(tmp_path, sw, ports, source, sip_port)
+        sw = ev.add(switch_factory(ivr_config(sip_port, ports, agents=("1002",)), sip_port=sip_port))
+        bob = ev.add(Baresip(tmp_path / "bob", user="1002", ports=ports, password="1002pass",
+                             registrar=f"{LOOPBACK}:{sip_port}", regint=600, auto_answer=True,
+                             silence_seconds=30))
+        bob.start()
+        bob.wait_registered(10)
+        try:
+            closed = call_100(tmp_path, sw, ports, source, sip_port)
+        finally:
+            bob_events = [str(e) for e in bob.history]
+            bob.stop()
+        assert "end of file" in closed, closed
+        assert any("CALL_ESTABLISHED" in e for e in bob_events), bob_events
         cdr = sw.wait_cdrs(1)[0]
         ivr = ivr_of(cdr)
-        assert ivr["path"][:3] == ["main_menu", "agent_transfer", "transfer_failed"], ivr
+        assert ivr["path"] == ["main_menu", "agent_transfer"], ivr
         assert ivr["hits"][0]["keyword"] == "customer service", ivr
-        assert "queues are not available yet" in sw.log_tail(200) or ivr["path"][-1] == "hangup", ivr
-        assert ivr["result"] == "hangup" and cdr["hangup_by"] == "system", (ivr, cdr)
+        assert ivr["result"] == "transferred: queue:support", ivr
+        assert cdr["queue"]["queue"] == "support" and cdr["queue"]["agent"] == "1002", cdr["queue"]
+        assert cdr["queue"]["outcome"] == "answered" and cdr["queue"]["wait_s"] < 5, cdr["queue"]
+        b = [leg for leg in cdr["legs"] if leg["role"] == "b"]
+        assert b and b[0]["status"] == 200 and b[0]["target"] == "agent:1002", cdr["legs"]
+        heard = read_wav(bob.recordings()[1])[1].astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(heard))
+        freqs = np.fft.rfftfreq(len(heard), 1 / 8000)
+        share = spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0)
+        assert rms_dbfs(heard) > -40 and share > 0.2, f"the agent did not hear the caller's tone ({share:.3f})"
 
 
 SALES_FLOW = """\

@@ -351,3 +351,27 @@ nodes:
         "F:7: nodes.c.prompt: must be a mapping, got text",
     ]
     assert _errors(tmp_path, "") == ["F:1: (top level): a flow file must be a mapping, got an empty value"]
+
+
+def test_queue_priority_and_skills(tmp_path):
+    ok = """\
+name: t
+start: vip
+nodes:
+  vip: {type: transfer, to: "queue:support", priority: 10, skills: {english: 3}, failure: bye}
+  var: {type: transfer, to: "queue:support", priority: "{{level}}", failure: bye}
+  bye: {type: hangup}
+"""
+    flow = load_flow(_write(tmp_path, ok))
+    assert flow.nodes["vip"].priority == 10 and flow.nodes["vip"].skills == {"english": 3}
+    bad = """\
+name: t
+start: a
+nodes:
+  a: {type: transfer, to: "extension:1002", priority: 5}
+  b: {type: transfer, to: "queue:support", priority: "soon"}
+"""
+    assert _errors(tmp_path, bad) == [
+        "F:4: nodes.a: 'priority' and 'skills' are only allowed with a 'queue:' target",
+        "F:5: nodes.b: priority 'soon' is neither an integer nor a {{variable}}",
+    ]

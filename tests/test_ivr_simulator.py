@@ -3,6 +3,7 @@ global keywords, reprompts and failure, coverage, the CLI's JSON, and the node t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ivr.flow import load_flow, parse_flow
-from ivr.simulator import coverage, simulate
+from ivr.interpreter import run_flow
+from ivr.simulator import SimChannel, coverage, simulate
 from softswitch.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +51,14 @@ def test_global_keyword_works_in_a_sub_menu(bank):
     assert run.path[:3] == ["main_menu", "bank_account", "agent_transfer"]
 
 
-def test_queue_transfer_fails_clearly_until_the_acd_exists(bank):
+def test_queue_transfer_succeeds_or_takes_its_failure_edge(bank):
     run, log = simulate(bank, [("dtmf", "0")])
     assert "transfer: queue:support" in log
-    assert run.variables["transfer_error"] == "queues are not available yet (ACD)"
-    assert run.path[-1] == "hangup" and run.path[-2] != "agent_transfer"
+    assert run.result == "transferred: queue:support" and run.path[-1] == "agent_transfer"
+    channel = SimChannel([("dtmf", "0")], transfer_error="queue 'support': no agent is staffed")
+    run = asyncio.run(run_flow(bank, channel))
+    assert run.variables["transfer_error"] == "queue 'support': no agent is staffed"
+    assert run.path[-2:] == ["transfer_failed", "hangup"]
 
 
 def test_no_match_and_no_input_reprompt_then_fail(bank):

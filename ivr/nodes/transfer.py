@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 async def run(node_id, node, run) -> str | None:
-    problem = await run.channel.transfer(run.render(node.to), node.trunk)
+    try:
+        priority = int(run.render(str(node.priority)) or 0)
+    except ValueError:  # a {{variable}} that does not hold a number: normal priority, never a failed call
+        priority = 0
+    problem = await run.channel.transfer(run.render(node.to), node.trunk, priority=priority, skills=node.skills)
     if problem is None:
         run.result = f"transferred: {node.to}"
         return None

@@ -80,12 +80,14 @@ class Call:
         self.session_stats: dict | None = None  # the terminated stretch of a call later bridged
         self._transfer: asyncio.Future[str | None] | None = None  # a flow's transfer in progress
         self._transfer_side: Any = None   # its callee-facing relay side
+        self._queue: Any = None           # the ACD stay (acd.service.QueueWait) while waiting in a queue
+        self.queue_attempts: list[dict[str, Any]] = []   # one record per queue joined, for the CDR
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
         """Answer a service, or start ringing the first group of targets."""
         try:
-            if self.decision.kind in ("service", "flow"):
+            if self.decision.kind in ("service", "flow", "queue"):
                 await self._start_terminated()
                 return
             assert groups
@@ -124,6 +126,9 @@ class Call:
         if self.decision.kind == "flow":
             self.service_task = asyncio.ensure_future(self._run_service(self._run_flow))
             return
+        if self.decision.kind == "queue":
+            self.service_task = asyncio.ensure_future(self._run_service(self._run_queue))
+            return
         from ..services import SERVICES
         self.service_task = asyncio.ensure_future(self._run_service(SERVICES[self.decision.target]))
 
@@ -145,13 +150,13 @@ class Call:
         self.a_answer = answer
         return self.a.origin.stamp(answer).to_bytes()
 
-    async def _run_flow(self, _call: Call) -> None:
+    async def _run_flow(self, _call: Call, name: str | None = None) -> None:
         """The IVR: run the routed flow on this call's media; hang up when it ends without a transfer."""
         from ivr.interpreter import run_flow
         from ivr.runtime import Run, clock_variables
         from .channel import CallChannel
-        flow = self.sw.flows.get(self.decision.target)
-        assert flow is not None  # the switch routes only to loaded flows
+        flow = self.sw.flows.get(name or self.decision.target)
+        assert flow is not None  # the switch routes only to loaded flows (config checks overflow flows)
         req = self.a.request
         channel = CallChannel(self, flow)
         variables = {"caller": _user(req.from_.uri) or "", "caller_name": req.from_.display or "",
@@ -165,6 +170,36 @@ class Call:
         if not self.ivr_run.result.startswith("transferred"):
             self.hangup(16, "system")
 
+    async def _run_queue(self, _call: Call) -> None:
+        """A route straight to a queue: wait there; hang up if the stay ends without an agent."""
+        problem = await self._queue_transfer(self.decision.target)
+        if problem is not None:
+            self.log.info("queue %s: %s", self.decision.target, problem)
+            if self.session is not None:
+                pcm = await self.sw.media.say("Sorry, no agent is available to take your call. Goodbye.")
+                from ..media.players import BufferSource
+                await self.session.play(BufferSource(pcm))
+            self.hangup(16, "system")
+
+    def queue_summary(self) -> dict | None:
+        if not self.queue_attempts:
+            return None
+        last = {k: v for k, v in self.queue_attempts[-1].items() if not k.startswith("_")}
+        if len(self.queue_attempts) > 1:
+            last["previous"] = [{k: v for k, v in a.items() if not k.startswith("_")}
+                                for a in self.queue_attempts[:-1]]
+        return last
+
+    def caller_number(self) -> str:
+        return _user(self.a.request.from_.uri) or ""
+
+    def users(self) -> list[str]:
+        """The local users this call involves (its caller, the user it rings): busy for the ACD."""
+        out = [self.source.name] if self.source.kind == "user" else []
+        if self.decision.kind == "user" and self.decision.target:
+            out.append(self.decision.target)
+        return out
+
     def ivr_summary(self) -> dict | None:
         if self.ivr_run is None:
             return None
@@ -174,15 +209,17 @@ class Call:
         return summary
 
     # ------------------------------------------------------------------ transfer (from a flow)
-    async def transfer(self, to: str, trunk: str | None = None) -> str | None:
+    async def transfer(self, to: str, trunk: str | None = None, *, priority: int = 0,
+                       skills: dict[str, int] | None = None) -> str | None:
         """Bridge the caller, now talking to a flow, to ``to`` ("extension:N", "number:+E164" or
         "queue:NAME"). None once the callee answered; otherwise why not (the flow goes on)."""
         kind, _, value = to.partition(":")
         if self.session is None or self.state is not CallState.ANSWERED or self._transfer is not None:
             return "the call cannot be transferred now"
         if kind == "queue":
-            from ivr.runtime import QUEUES_UNAVAILABLE
-            return f"queue {value!r}: {QUEUES_UNAVAILABLE}"
+            return await self._queue_transfer(value, priority, skills)
+        if kind == "user":
+            kind, value = "extension", value
         if trunk is not None:
             if trunk not in self.sw.trunks:
                 return f"unknown trunk {trunk!r}"
@@ -219,6 +256,112 @@ class Call:
             if self.relay is None and self._transfer_side is not None:
                 self._transfer_side.close()
             self._transfer_side = None
+
+    # ------------------------------------------------------------------ queues (the ACD)
+    async def _queue_transfer(self, queue: str, priority: int = 0, skills: dict[str, int] | None = None,
+                              hops: int = 0) -> str | None:
+        """Wait in ``queue`` until an agent answers (None) or the stay ends; follow overflow destinations."""
+        outcome = await self._wait_in_queue(queue, priority, skills)
+        if outcome.kind == "connected":
+            return None
+        if outcome.kind != "overflow" or not outcome.destination:
+            return f"queue {queue!r}: {outcome.reason or outcome.kind}"
+        dest = outcome.destination
+        if hops >= 5:
+            return f"queue {queue!r}: overflow chain too long at {dest}"
+        self.log.info("queue %s: overflow (%s) to %s", queue, outcome.reason, dest)
+        kind, _, value = dest.partition(":")
+        if kind == "queue":
+            return await self._queue_transfer(value, priority, skills, hops + 1)
+        if kind == "flow":
+            await self._run_flow(self, value)
+            return None if self.state is CallState.ENDED or self.relay is not None else \
+                f"overflow flow {value!r} ended without a transfer"
+        return await self.transfer(dest)
+
+    async def _wait_in_queue(self, queue: str, priority: int, skills: dict[str, int] | None) -> Any:
+        from ..acd.service import QueueOutcome
+        try:
+            self._transfer_side = await self.sw.relay.side()
+        except Exception as exc:  # noqa: BLE001 - ports exhausted: the stay fails, the call goes on
+            return QueueOutcome("error", reason=f"no media port: {exc}")
+        wait = self.sw.acd.join(self, queue, priority, skills)
+        self._queue = wait
+        music = asyncio.ensure_future(self._hold(wait))
+        try:
+            return await asyncio.shield(wait.outcome)
+        finally:
+            self._queue = None
+            music.cancel()
+            if self.session is not None:
+                self.session.stop_playback()
+            if self.relay is None and self._transfer_side is not None:
+                self._transfer_side.close()
+            self._transfer_side = None
+
+    async def _hold(self, wait: Any) -> None:
+        """Music on hold, interrupted by position/EWT and periodic announcements."""
+        from ..media.players import BufferSource, PromptError
+        session = self.session
+        settings = self.sw.acd.settings.get(wait.queue)
+        moh_name = (settings.moh if settings is not None else "") or self.sw.config.services.moh_prompt
+        try:
+            moh = BufferSource(await self.sw.media.prompt(moh_name), loop=True)
+        except PromptError as exc:
+            self.log.error("queue %s: music on hold: %s", wait.queue, exc)
+            moh = None
+        periodic = settings.periodic_announce if settings is not None else ""
+        every = settings.periodic_announce_s if settings is not None and periodic else 0.0
+        next_periodic = self.sw.now() + every if every > 0 else None
+        while session is not None and not session.closed:
+            if not wait.announcements.empty():
+                text = wait.announcements.get_nowait()
+            else:
+                playing = asyncio.ensure_future(session.play(moh)) if moh is not None else None
+                try:
+                    timeout = None if next_periodic is None else max(0.0, next_periodic - self.sw.now())
+                    text = await asyncio.wait_for(wait.announcements.get(), timeout)
+                except asyncio.TimeoutError:
+                    text = periodic
+                    next_periodic = self.sw.now() + every
+                finally:
+                    if playing is not None:  # it may not have started yet: cancel it, then stop the music
+                        session.stop_playback()
+                        playing.cancel()
+                        await asyncio.gather(playing, return_exceptions=True)
+                        session.stop_playback()
+            try:  # "say:TEXT" is spoken (the ACD's position/EWT), anything else is a prompt file
+                pcm = await (self.sw.media.say(text[4:]) if text.startswith("say:") else self.sw.media.prompt(text))
+            except Exception as exc:  # noqa: BLE001 - a broken announcement never ends the wait
+                self.log.error("queue %s: announcement %r: %s", wait.queue, text, exc)
+                continue
+            await session.play(BufferSource(pcm))
+
+    def offer_agent(self, agent: str) -> list[OutboundLeg]:
+        """Ring every registered phone of ``agent`` for this waiting caller (the ACD's Offer)."""
+        groups, _status, _reason = self.sw.targets(RouteDecision("acd", "user", agent, agent))
+        if not groups or self.state is not CallState.ANSWERED or self._transfer_side is None:
+            return []
+        legs = []
+        for target in groups[0]:
+            target.label = f"agent:{agent}"
+            leg = OutboundLeg(self, target, self.media_ip)
+            self.sw.register_leg(leg.call_id, leg.tag, self, leg)
+            self.forks.append(leg)
+            self.tried.append(leg)
+            self.log.info("offering to agent %s (%s)", agent, target.dest)
+            from_, to, max_forwards, extra = self._b_identity(target)
+            leg.start(from_, to, max_forwards, self._offer_for_b(leg), extra)
+            legs.append(leg)
+        return legs
+
+    def leg_failed(self, leg: OutboundLeg) -> None:
+        self._leg_done(leg)
+        self._maybe_finish()
+
+    def queue_connect(self, leg: OutboundLeg, response: Response) -> None:
+        """The ACD connected this caller to the agent whose phone answered on ``leg``."""
+        self._transfer_answered(leg, response)
 
     def _transfer_timeout(self) -> None:
         self.log.info("transfer: no answer within %ss", self.sw.config.calls.ring_timeout_s)
@@ -373,7 +516,8 @@ class Call:
         code = response.status
         if code == 100:
             return
-        late = self.state is CallState.ANSWERED and self._transfer is None and leg is not self.b
+        late = (self.state is CallState.ANSWERED and self._transfer is None and self._queue is None
+                and leg is not self.b)
         if self.state is CallState.ENDED or (self.b is not None and leg is not self.b) or late:
             if 200 <= code < 300:  # a fork answered too late: take the call and hang it up
                 leg.ack()
@@ -384,6 +528,9 @@ class Call:
         if leg is self.b and 200 <= code < 300:  # a retransmitted 2xx: our ACK was lost, nothing else changed
             if not self._deferred_ack:
                 leg.ack()
+            return
+        if self._queue is not None:
+            self.sw.acd.agent_response(self._queue, leg, response)
             return
         if self._transfer is not None:
             if 200 <= code < 300:
@@ -649,6 +796,7 @@ class Call:
             self.status = status
         self.state = CallState.ENDED
         self.end_ts = self.sw.wall()
+        self.sw.acd.call_gone(self)
         self._cancel_timers()
         if self.trunk_out is not None:
             self.trunk_out.active -= 1

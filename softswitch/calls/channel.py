@@ -34,6 +34,7 @@ log = logging.getLogger("softswitch.ivr")
 
 PRE_ROLL_FRAMES = 30   # 600 ms of what the caller said before the recogniser was listening
 SILENCE_END_S = 5.0    # a recording ends after this much silence once the caller has spoken
+NO_SPEECH_END_S = 8.0  # ... or after this long if the caller never speaks
 LOUD = 300             # mean |sample| of a frame with the caller's voice in it
 FRAME_S = 0.02
 
@@ -203,18 +204,21 @@ class CallChannel:
     def _ms(self, since: float) -> float:
         return round((self.loop.time() - since) * 1000, 1)
 
-    async def transfer(self, target: str, trunk: str | None) -> str | None:
-        return await self.call.transfer(target, trunk)
+    async def transfer(self, target: str, trunk: str | None, *, priority: int = 0,
+                       skills: dict[str, int] | None = None) -> str | None:
+        return await self.call.transfer(target, trunk, priority=priority, skills=skills)
 
     async def record(self, max_s: int, beep: bool) -> str | None:
-        """Voicemail: after a beep, what the caller says until '#', max_s, or 5 s of silence after speech."""
+        """Voicemail: after a beep, what the caller says until '#', max_s, 5 s of silence after speech, or
+        NO_SPEECH_END_S without any."""
         if beep:
             await self.session.play(self.media.tone("beep"))
         self._typeahead()
         self.recording, self.last_loud = [], 0
         key = asyncio.ensure_future(self.events.get())
         try:
-            deadline = self.loop.time() + max_s
+            started = self.loop.time()
+            deadline = started + max_s
             while self.loop.time() < deadline:
                 done, _ = await asyncio.wait({key}, timeout=0.25)
                 if done:
@@ -224,6 +228,8 @@ class CallChannel:
                     key = asyncio.ensure_future(self.events.get())
                 if self.last_loud and len(self.recording) - self.last_loud >= SILENCE_END_S / FRAME_S:
                     break
+                if not self.last_loud and self.loop.time() - started >= NO_SPEECH_END_S:
+                    break   # nobody speaks (or no media arrives at all): by the clock, not by frames
         finally:
             key.cancel()
             frames, self.recording = self.recording, None

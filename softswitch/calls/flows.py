@@ -33,9 +33,10 @@ class FlowLibrary:
         self._executor: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
-        """Load every flow a route names; ConfigError lists all problems of all of them."""
+        """Load every flow a route or a queue's overflow names; ConfigError lists all problems of all of them."""
         problems: list[str] = []
-        names = sorted({r.target[1] for r in self.config.routes if r.target[0] == "flow"})
+        names = sorted({r.target[1] for r in self.config.routes if r.target[0] == "flow"}
+                       | {q.overflow[5:] for q in self.config.queues if q.overflow.startswith("flow:")})
         for name in names:
             path = self.config.flow_path(name)
             if path is None:

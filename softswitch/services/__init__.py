@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from . import dtmf, echo, moh, playback
+from . import agent, dtmf, echo, moh, playback
 
 if TYPE_CHECKING:
     from ..calls.call import Call
 
 Service = Callable[["Call"], Awaitable[None]]
 SERVICES: Mapping[str, Service] = MappingProxyType({"echo": echo.run, "playback": playback.run, "dtmf": dtmf.run,
-                                                    "moh": moh.run})
+                                                    "moh": moh.run, "agent": agent.run})
