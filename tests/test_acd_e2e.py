@@ -277,7 +277,8 @@ def test_abandon_overflow_and_the_position_announcement(tmp_path, switch_factory
 
     from softswitch.acd.service import announcement_text
     from softswitch.media.tts import EspeakTts
-    queues = (queue("support", ring_timeout_s=60, announce_frequency_s=30)
+    queues = (queue("support", ring_timeout_s=60, announce_frequency_s=30,
+                    periodic_announce="say:Thank you for holding.", periodic_announce_s=4)
               + queue("sales", max_wait_s=3, overflow="user:1003")
               + queue("night", join_empty=False, overflow="flow:voicemail"))
     agents = agent("1002", {"support": 0}) + agent("1003", {"sales": 0}, logged_in=False)
@@ -312,9 +313,12 @@ def test_abandon_overflow_and_the_position_announcement(tmp_path, switch_factory
         expected = asyncio.run(tts.synthesize(text))
         heard = read_wav(caller.recordings()[1])[1]
         score = best_window_correlation(heard, expected)
-        other = best_window_correlation(heard, asyncio.run(tts.synthesize("Thank you for calling the bank.")))
-        print(f"[measured] announcement correlation {score:.2f} (unrelated speech {other:.2f})")
+        other = best_window_correlation(heard, asyncio.run(tts.synthesize("Please leave a message after the tone.")))
+        periodic = best_window_correlation(heard, asyncio.run(tts.synthesize("Thank you for holding.")))
+        print(f"[measured] announcement correlation {score:.2f}, periodic {periodic:.2f} "
+              f"(unrelated speech {other:.2f})")
         assert score > 0.6 and score > other + 0.25, (score, other)
+        assert periodic > 0.6 and periodic > other + 0.25, (periodic, other)
 
         # overflow: nobody in sales; after max_wait_s = 3 the caller goes to extension 1003
         before = incoming(answering)
