@@ -86,3 +86,19 @@ def test_control_commands(service):
         service.control({"cmd": "agent.login", "name": "42"})
     with pytest.raises(ValueError, match="unknown command 'reboot'"):
         service.control({"cmd": "reboot"})
+
+
+def test_busy_counts_each_call_once(service):
+    """An agent's own calls make it busy; a call that never started (404) must not end another's busy."""
+    def call(cid):
+        return SimpleNamespace(id=cid, users=lambda: ["1001", "9999"], busy_users=[], hangup_by=None)
+    first, second, refused = call("a"), call("b"), call("c")
+    service.call_started(first)
+    service.call_started(second)
+    assert first.busy_users == ["1001"]          # 9999 is no agent
+    assert service.acd.agent_status("1001", 1000)["state"] == "busy"
+    service.call_gone(refused)                   # ended before call_started: counts nothing
+    service.call_gone(first)
+    assert service.acd.agent_status("1001", 1000)["state"] == "busy"
+    service.call_gone(second)
+    assert service.acd.agent_status("1001", 1000)["state"] == "available"

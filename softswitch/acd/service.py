@@ -158,8 +158,8 @@ class AcdService:
             wait.record["talk_s"] = round(now - wait.record.pop("_connected_at", now), 3)
             wait.record["ended_by"] = by
             self._feed(self.acd.call_ended(call.id, now, by=by))
-        for user in call.users():
-            if user in self.acd.agents and self.busy_calls[user] > 0:
+        for user in call.busy_users:   # only what call_started counted for this call
+            if self.busy_calls[user] > 0:
                 self.busy_calls[user] -= 1
                 if not self.busy_calls[user]:
                     del self.busy_calls[user]
@@ -168,11 +168,11 @@ class AcdService:
     def call_started(self, call: "Call") -> None:
         """A call the ACD did not place involves a user: while it lasts, that agent is never offered."""
         now = self.clock()
-        for user in call.users():
-            if user in self.acd.agents:
-                self.busy_calls[user] += 1
-                if self.busy_calls[user] == 1:
-                    self._feed(self.acd.agent_busy(user, True, now))
+        call.busy_users = [user for user in call.users() if user in self.acd.agents]
+        for user in call.busy_users:
+            self.busy_calls[user] += 1
+            if self.busy_calls[user] == 1:
+                self._feed(self.acd.agent_busy(user, True, now))
 
     # ------------------------------------------------------------------ agent phones
     def agent_response(self, wait: QueueWait, leg: "OutboundLeg", response: Response) -> None:

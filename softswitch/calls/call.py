@@ -82,6 +82,7 @@ class Call:
         self._transfer_side: Any = None   # its callee-facing relay side
         self._queue: Any = None           # the ACD stay (acd.service.QueueWait) while waiting in a queue
         self.queue_attempts: list[dict[str, Any]] = []   # one record per queue joined, for the CDR
+        self.busy_users: list[str] = []   # agents this call makes busy (counted by the ACD at start)
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
