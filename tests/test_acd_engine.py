@@ -559,3 +559,58 @@ def test_free_index_follows_strategy_changes_levels_and_idle_moves():
     assert offers(acts) == [("a",)]
     acd.check_invariants(10.0)
     assert not qs.free and len(qs.index) == 0 and set(qs.index.slot_of) == set() == set(qs.index.entry_of)
+
+
+def test_requirement_indexes_lifecycle():
+    """A requirement index per distinct skill requirement of the waiting callers: built at the first decision
+    for it, kept up as agents change state, kept as a spare after its last caller leaves (at most
+    ``SPARE_SKILL_INDEXES`` of those, least recently emptied dropped first), dropped when the strategy or a
+    member's level changes; ``check_invariants`` recomputes each one."""
+    from softswitch.acd.engine import SPARE_SKILL_INDEXES
+    acd = Acd()
+    acd.add_queue(QueueConfig("q", strategy="skills-based"))
+    for i, name in enumerate(("a", "b", "c", "d")):
+        acd.add_agent(AgentConfig(name, queues={"q": 0}, skills={"fr": 1 + i % 3, "de": i % 2}))
+        acd.agent_login(name, float(i))
+    qs = acd.queues["q"]
+    fr2 = (("fr", 2),)
+    assert offers(acd.caller_join("q", "x", 5.0, skills={"fr": 2})) == [("c",)]   # fr 3 beats b's fr 2
+    assert list(qs.skill_index) == [fr2] and qs.skill_index[fr2].kind == "score"
+    assert [e[-1] for e in qs.skill_index[fr2].entries[qs.skill_index[fr2].head:]] == ["b"]   # c is ringing
+    acd.check_invariants(5.0)
+    acd.offer_answered("x", "c", 6.0)           # x leaves the queue: fr2's index stays as a spare
+    assert list(qs.skill_index) == [fr2]
+    acd.call_ended("x", 7.0)                    # c is free again: filed back in the spare
+    acd.check_invariants(7.0)
+    assert offers(acd.caller_join("q", "y", 8.0, skills={"fr": 2})) == [("c",)]     # no rebuild needed
+    acd.caller_abandon("y", 9.0)
+    # many requirements come and go: only the most recently emptied spares stay
+    for i in range(SPARE_SKILL_INDEXES + 3):
+        acd.agent_pause("a", 10.0 + i)          # nobody has fr >= 1 and xx: unmatched, index built anyway
+        acd.caller_join("q", f"r{i}", 10.0 + i, skills={"fr": 1, f"xx{i}": 1})
+        assert (("fr", 1), (f"xx{i}", 1)) in qs.skill_index
+        acd.caller_abandon(f"r{i}", 10.5 + i)
+        acd.agent_unpause("a", 10.5 + i)
+        acd.check_invariants(10.5 + i)
+    assert len(qs.skill_index) == SPARE_SKILL_INDEXES
+    assert (("fr", 1), ("xx0", 1)) not in qs.skill_index and fr2 not in qs.skill_index
+    assert (("fr", 1), (f"xx{SPARE_SKILL_INDEXES + 2}", 1)) in qs.skill_index
+    # strategy change: the requirement indexes follow at the next dispatch
+    acd.agent_busy("a", True, 30.0)
+    acd.agent_busy("b", True, 30.0)
+    acd.agent_busy("c", True, 30.0)
+    acd.agent_busy("d", True, 30.0)
+    acd.caller_join("q", "z", 30.0, skills={"de": 1})
+    assert (("de", 1),) not in qs.skill_index              # nobody free: no decision, nothing built
+    acd.update_queue(QueueConfig("q", strategy="weighted-random"))
+    acts = acd.agent_busy("b", False, 31.0)                # b (de 1) frees up: dispatch decides for z
+    assert offers(acts) == [("b",)]
+    assert {ix.kind for ix in qs.skill_index.values()} == {"weight"} and (("de", 1),) in qs.skill_index
+    acd.check_invariants(31.0)
+    acd.add_member("q", "d", 32.0, level=1)                # a level change: requirement indexes dropped
+    assert not qs.skill_index
+    acd.check_invariants(32.0)
+    acd.remove_member("q", "b", 33.0)                      # withdraws b's offer; d (de 1, level 1) is busy
+    acts = acd.agent_busy("d", False, 34.0)
+    assert offers(acts) == [("d",)] and (("de", 1),) in qs.skill_index
+    acd.check_invariants(34.0)

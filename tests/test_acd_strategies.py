@@ -9,7 +9,7 @@ import pytest
 
 from softswitch.acd import (STRATEGIES, Acd, AgentConfig, CancelOffer, Caller, Connect, Offer, QueueConfig,
                             canonical_name, get_strategy)
-from softswitch.acd.strategies import DRAWS, INDEX_KIND
+from softswitch.acd.strategies import INDEX_KIND, SKILL_INDEX_KIND
 
 AGENTS = ("1001", "1002", "1003")
 
@@ -44,6 +44,21 @@ def refile(acd: Acd, now: float) -> None:
     refiles it in the queue's free index, as it does whenever it changes such a field itself."""
     for a in acd.agents.values():
         acd._refresh(a, now)
+
+
+def skilled(queue: str, skills: dict[str, int], cid: str = "p") -> Caller:
+    """A caller with required skills and the ``skill_key`` the engine gives it (its requirement index key)."""
+    return Caller(cid, queue, skills=dict(skills), skill_key=tuple(sorted(skills.items())))
+
+
+def with_index(acd: Acd, queue: str, caller: Caller) -> bool:
+    """Make sure the engine keeps the caller's requirement index (as its first decision for such a caller
+    would); True if it was built now."""
+    qs = acd.queues[queue]
+    acd._index(qs)
+    built = caller.skill_key not in qs.skill_index
+    acd._skill_index(qs, caller)
+    return built
 
 
 def decide(acd: Acd, now: float, caller: Caller | None = None) -> list[str]:
@@ -207,13 +222,20 @@ def test_skills_based_best_match_then_longest_idle():
     for t, (name, sk) in enumerate(skills.items()):
         acd.add_agent(AgentConfig(name, queues={"support": 0}, skills=sk))
         acd.agent_login(name, float(t))           # idle since 0, 1, 2, 3
-    french = Caller("p", "support", skills={"fr": 2})
-    assert decide(acd, 10.0, french) == ["b", "c", "d"]     # a lacks fr>=2; b,c tie on fr -> longest idle b
+    french, keyed = Caller("p", "support", skills={"fr": 2}), skilled("support", {"fr": 2})
+    with_index(acd, "support", keyed)       # the requirement index, ordered by (level, -score, idle, order)
+    assert [e[-1] for e in acd.queues["support"].skill_index[keyed.skill_key].entries] == ["b", "c", "d"]
+    for caller in (french, keyed):          # a scan, then the requirement index
+        assert decide(acd, 10.0, caller) == ["b", "c", "d"]  # a lacks fr>=2; b,c tie on fr -> longest idle b
     acd.agents["b"].idle_since = 5.0
     refile(acd, 10.0)
-    assert decide(acd, 10.0, french) == ["c", "b", "d"]
-    assert decide(acd, 10.0, Caller("p", "support", skills={"fr": 1, "de": 1})) == ["c"]
-    assert decide(acd, 10.0, Caller("p", "support", skills={"it": 1})) == []
+    for caller in (french, keyed):
+        assert decide(acd, 10.0, caller) == ["c", "b", "d"]
+    acd.check_invariants(10.0)
+    for skills, want in (({"fr": 1, "de": 1}, ["c"]), ({"it": 1}, [])):
+        assert decide(acd, 10.0, Caller("p", "support", skills=skills)) == want
+        with_index(acd, "support", skilled("support", skills))
+        assert decide(acd, 10.0, skilled("support", skills)) == want
     # no required skills: plain longest idle
     assert decide(acd, 10.0) == ["a", "c", "d", "b"]
     # through the engine: the unmatched caller waits, the next caller behind it is still served
@@ -280,7 +302,11 @@ def test_first_only_picks_the_same_agent_as_the_full_order(strategy):
     full, fast = _mixed(strategy), _mixed(strategy)
     fn = get_strategy(strategy)
     probes = [Caller("p", "support"), Caller("p", "support", skills={"fr": 2}),
-              Caller("p", "support", skills={"fr": 9})]
+              Caller("p", "support", skills={"fr": 9}), skilled("support", {"fr": 2}),
+              skilled("support", {"fr": 1}), skilled("support", {"fr": 9})]
+    for acd in (full, fast):                       # keyed probes read requirement indexes, kept from here on
+        for caller in probes[3:]:
+            with_index(acd, "support", caller)
     for step in range(30):
         for acd in (full, fast):
             qs = acd.queues["support"]
@@ -301,19 +327,25 @@ def test_first_only_picks_the_same_agent_as_the_full_order(strategy):
 
 # ---------------------------------------------------------------- the free index against a brute-force reference
 
+def reference_candidates(qs, caller: Caller, now: float) -> list:
+    """Every member whose agent is available now and has the caller's skills, at the lowest such level, in
+    member order -- from scratch."""
+    cands = [m for m in qs.members.values() if m.ref.is_available(now) and m.ref.has_skills(caller.skills)]
+    if not cands:
+        return []
+    level = min(m.level for m in cands)
+    return sorted((m for m in cands if m.level == level), key=lambda m: m.order)
+
+
 def reference_first(qs, caller: Caller, now: float, strategy: str, rng) -> str | None:
     """The pick each strategy is specified to make, computed from scratch: every member whose agent is
     available now and has the caller's skills, the lowest level among them, then the strategy's key (the
-    pre-index code's semantics). Random strategies draw from ``rng``: one ``randrange(k)`` over the
-    candidates in member order (random; weighted-random when no candidate has a positive weight) or one
-    ``random()`` scaled by the positive weights' sum, walking the running sum (weighted-random), over every
-    free member of the level; a caller with required skills takes the first of up to ``DRAWS`` draws that
-    has them, else one draw among the level's matching members."""
-    cands = [m for m in qs.members.values() if m.ref.is_available(now) and m.ref.has_skills(caller.skills)]
+    pre-index code's semantics). Random strategies make one draw from ``rng`` over the candidates in member
+    order: one ``randrange(k)`` (random; weighted-random when no candidate has a positive weight) or one
+    ``random()`` scaled by the positive weights' sum, walking the running sum (weighted-random)."""
+    cands = reference_candidates(qs, caller, now)
     if not cands:
         return None
-    level = min(m.level for m in cands)
-    cands = sorted((m for m in cands if m.level == level), key=lambda m: m.order)
     if strategy in ("ring-all", "top-down", "ring-progressively"):
         return cands[0].agent
     if strategy in ("linear", "round-robin"):
@@ -332,9 +364,7 @@ def reference_first(qs, caller: Caller, now: float, strategy: str, rng) -> str |
     if strategy == "skills-based":
         return min(cands, key=lambda m: (-sum(m.ref.skills.get(s, 0) for s in caller.skills),
                                          m.ref.idle_since, m.order)).agent
-    # random strategies: draws over every free member of that level (with the skills or not), in member order
-    block = sorted((m for m in qs.members.values() if m.ref.is_available(now) and m.level == level),
-                   key=lambda m: m.order)
+    # random strategies: one draw over the candidates in member order
 
     def draw(members):
         if strategy == "random":
@@ -351,11 +381,11 @@ def reference_first(qs, caller: Caller, now: float, strategy: str, rng) -> str |
                 return m
         return pos[-1]
 
-    for _ in range(DRAWS if caller.skills else 1):    # rejection sampling for a caller with skills
-        m = draw(block)
-        if m.ref.has_skills(caller.skills):
-            return m.agent
     return draw(cands).agent
+
+
+CHURN_SKILLS = (None, None, None, {"fr": 1}, {"fr": 2, "de": 1}, {"fr": 3}, {"de": 2}, {"fr": 1, "de": 1},
+                {"fr": 3, "de": 2}, {"de": 0}, {"fr": 2}, {"xx": 1}, {"fr": 0, "de": 1}, {"de": 1})
 
 
 def _churn(acd: Acd, rng, now: float, ringing: set, connected: dict, n_agents: int) -> None:
@@ -374,7 +404,7 @@ def _churn(acd: Acd, rng, now: float, ringing: set, connected: dict, n_agents: i
     agent = f"g{rng.randrange(n_agents):02d}"
     q = rng.choice(("q", "q", "other"))
     if r < 0.22:
-        skills = rng.choice((None, None, {"fr": 1}, {"fr": 2, "de": 1}))
+        skills = rng.choice(CHURN_SKILLS)
         apply(acd.caller_join(q, f"c{rng.getrandbits(48)}", now, skills=skills, priority=rng.choice((0, 5))))
     elif r < 0.40 and ringing:
         c, ag = rng.choice(sorted(ringing))
@@ -412,11 +442,14 @@ def _churn(acd: Acd, rng, now: float, ringing: set, connected: dict, n_agents: i
 def test_indexed_pick_equals_brute_force_reference(strategy):
     """On randomised engine states (levels 0-2, skills, weights including 0 and fractions, pauses, busy,
     wrap-ups, rests, logins, membership and level changes, two queues sharing agents, strategy switches on
-    the other queue), every strategy's pick -- the engine's ``first_only`` path through the free index, and
-    the head of the full order -- equals a from-scratch reference, consuming the same random draws; the
-    index agrees with ``free`` (``check_invariants``)."""
+    the other queue, waiting callers with a dozen distinct skill requirements coming and going), every
+    strategy's pick -- the engine's ``first_only`` path, and the head of the full order -- equals a
+    from-scratch reference, consuming the same random draws, for callers without required skills (the free
+    index), with them through their requirement index (kept by the engine across the churn, or built for the
+    probe), and with them but no index (a scan); the full order is exactly the reference candidates. Every
+    index, requirement indexes included, agrees with a recomputation (``check_invariants``)."""
     fn = get_strategy(strategy)
-    indexed_picks = 0
+    indexed_picks = kept_skill_picks = built_skill_picks = 0
     for seed in range(12):
         rng = random.Random(f"{strategy}:{seed}")
         acd = Acd(seed=seed)
@@ -440,9 +473,10 @@ def test_indexed_pick_equals_brute_force_reference(strategy):
         ringing: set = set()
         connected: dict = {}
         qs = acd.queues["q"]
-        probes = [Caller("p", "q"), Caller("p", "q", skills={"fr": 1}), Caller("p", "q", skills={"fr": 2, "de": 1}),
-                  Caller("p", "q", skills={"fr": 3}), Caller("p", "q", skills={"fr": 3, "de": 2}),
-                  Caller("p", "q", skills={"xx": 1})]
+        required = [{"fr": 1}, {"fr": 2, "de": 1}, {"fr": 3}, {"fr": 3, "de": 2}, {"xx": 1}, {"de": 2},
+                    {"fr": 1, "de": 1}, {"de": 0}]
+        probes = ([Caller("p", "q")] + [Caller("p", "q", skills=dict(r)) for r in required]
+                  + [skilled("q", r) for r in required])
         for step in range(150):
             now += rng.choice((0.0, 0.25, 1.0, 3.0))
             _churn(acd, rng, now, ringing, connected, n_agents)
@@ -455,11 +489,19 @@ def test_indexed_pick_equals_brute_force_reference(strategy):
             qs.rr_last = rng.choice(names + [None])
             for caller in probes:
                 caller.last_tried = rng.choice(names + [None])
+                built = bool(caller.skill_key) and with_index(acd, "q", caller)
                 before = qs.rng.getstate()
                 ref_rng = random.Random()
                 ref_rng.setstate(before)
                 want = reference_first(qs, caller, now, strategy, ref_rng)
-                indexed_picks += qs.indexed(INDEX_KIND[strategy]) is not None and want is not None
+                if caller.skill_key:
+                    ix = qs.indexed(SKILL_INDEX_KIND[strategy], caller)
+                    assert ix is not None and ix is qs.skill_index[caller.skill_key]
+                    if want is not None:
+                        built_skill_picks += built
+                        kept_skill_picks += not built
+                elif not caller.skills:
+                    indexed_picks += qs.indexed(INDEX_KIND[strategy]) is not None and want is not None
                 got = fn(qs, caller, now, first_only=True)
                 assert got[:1] == ([want] if want else []), (seed, step, caller.skills, got, want)
                 after = qs.rng.getstate()
@@ -467,9 +509,15 @@ def test_indexed_pick_equals_brute_force_reference(strategy):
                 qs.rng.setstate(before)        # the full order from the same RNG state starts the same
                 full = fn(qs, caller, now)
                 assert full[:1] == got[:1] and len(set(full)) == len(full)
-                assert set(full) == {m.agent for m in qs.candidates(caller, now)}
+                assert set(full) == {m.agent for m in qs.candidates(caller, now)} \
+                    == {m.agent for m in reference_candidates(qs, caller, now)}
                 qs.rng.setstate(after)
-    assert indexed_picks > 500        # the index, not the fallback scan, made (nearly) all these picks
+            acd._trim_skill_indexes(qs)   # the probes' indexes stay, as spares (kept up from now on)
+            acd.check_invariants(now)
+    # the indexes, not the fallback scans, made these picks; most requirement indexes had been kept up
+    # incrementally since a waiting caller with that requirement (or an earlier probe) had them built
+    assert indexed_picks > 200 and kept_skill_picks > 700 and built_skill_picks > 200, \
+        (indexed_picks, kept_skill_picks, built_skill_picks)
 
 
 def _sample(qs, n: int, fn, caller: Caller | None = None) -> Counter:
@@ -548,10 +596,11 @@ def test_weighted_random_pick_is_weight_proportional():
 
 
 def test_random_picks_with_required_skills_are_uniform_and_weighted_among_the_matching():
-    """A caller with required skills: rejection draws over the lowest level (falling back to one draw among
-    the matching members when ``DRAWS`` draws miss) still pick uniformly (random) or by weight
-    (weighted-random) among that level's matching members. Agents s0..s59 at level 0, one in three with
-    ``fr`` 1, and ``rare`` on just two of them (the fallback path most of the time); chi-square at 0.1 %."""
+    """A caller with required skills: one draw among the lowest level's matching members, uniform (random) or
+    by weight (weighted-random) -- from the caller's requirement index (a position, or a Fenwick descent over
+    the matching members' weights) or, without one, over a scan of them: the same draws either way. Agents
+    s0..s59 at level 0, one in three with ``fr`` 1, and ``rare`` on just two of them, plus a level-1 agent
+    with both skills and a big weight that is never picked; chi-square at 0.1 %."""
     for strategy in ("random", "weighted-random"):
         acd = Acd(seed=5)
         acd.add_queue(QueueConfig("q", strategy=strategy))
@@ -569,8 +618,18 @@ def test_random_picks_with_required_skills_are_uniform_and_weighted_among_the_ma
         fn = get_strategy(strategy)
         for required, crit in (({"fr": 1}, 43.8), ({"rare": 1}, 10.8)):   # df = 19 and 1
             matching = [n for n in weights if acd.agents[n].has_skills(required)]
-            counts = _sample(qs, 20_000, fn, Caller("p", "q", skills=required))
+            keyed = skilled("q", required)
+            with_index(acd, "q", keyed)
+            assert qs.indexed(SKILL_INDEX_KIND[strategy], keyed) is not None
+            counts = _sample(qs, 20_000, fn, keyed)
             assert set(counts) <= set(matching), counts
             w = {n: (weights[n] if strategy == "weighted-random" else 1) for n in matching}
             total = sum(w.values())
             assert _chi2(counts, {n: v / total for n, v in w.items()}) < crit, (strategy, required, counts)
+            # without the index: a scan makes the very same draws
+            state = qs.rng.getstate()
+            fast = [fn(qs, keyed, 0.0, first_only=True)[0] for _ in range(300)]
+            qs.rng.setstate(state)
+            assert [fn(qs, Caller("p", "q", skills=required), 0.0, first_only=True)[0]
+                    for _ in range(300)] == fast
+            acd.check_invariants(0.0)

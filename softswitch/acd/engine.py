@@ -22,7 +22,7 @@ from typing import Union
 
 from .model import (Agent, AgentConfig, Caller, CallerOutcome, FreeIndex, Member, OfferOutcome, QueueConfig,
                     QueueLogEntry, QueueState)
-from .strategies import INDEX_KIND, RING_ALL, RING_PROGRESSIVELY, canonical_name, get_strategy
+from .strategies import INDEX_KIND, RING_ALL, RING_PROGRESSIVELY, SKILL_INDEX_KIND, canonical_name, get_strategy
 
 __all__ = [
     "Acd", "Action", "AgentPaused", "Announce", "CancelOffer", "Connect", "LeftEmpty", "Offer",
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 INF = math.inf
+SPARE_SKILL_INDEXES = 8   # requirement indexes kept per queue after their last caller left (most recent)
 
 
 # ---------------------------------------------------------------- actions (engine -> I/O layer)
@@ -194,8 +195,8 @@ class Acd:
             qs = self.queues[qname]
             qs.members.pop(name, None)
             qs.free.discard(name)
-            if qs.index is not None:
-                qs.index.remove_member(name)
+            for ix in _indexes(qs):
+                ix.remove_member(name)
         del self._memberships[name]
         del self.agents[name]
         self._timed.discard(name)
@@ -209,6 +210,7 @@ class Acd:
             qs.members[agent].level = level
             if qs.index is not None:     # the level leads every index key: refile the whole queue
                 qs.index = FreeIndex.build(qs.index.kind, qs.members, qs.free)
+            qs.skill_index.clear()       # requirement indexes: rebuilt at their next decision
             return []
         self._add_membership(qs, a, level)
         a.config.queues[queue] = level
@@ -225,8 +227,8 @@ class Acd:
             actions += self._cancel_agent_offer(a, now, "removed")
         del qs.members[agent]
         qs.free.discard(agent)
-        if qs.index is not None:
-            qs.index.remove_member(agent)
+        for ix in _indexes(qs):
+            ix.remove_member(agent)
         self._memberships[agent].discard(queue)
         a.config.queues.pop(queue, None)
         if a.logged_in:
@@ -242,20 +244,42 @@ class Acd:
         if agent.free:
             qs.free.add(agent.name)
         ix = qs.index
-        if ix is not None and ix.kind == INDEX_KIND[qs.config.strategy]:
+        if ix is None or ix.kind != INDEX_KIND[qs.config.strategy]:
+            self._index(qs)         # (re)built with the new member in it
+        else:
             ix.add_member(m)
             if agent.free:
                 ix.add(m)
-        else:
-            self._index(qs)
+        for ix in qs.skill_index.values():
+            ix.add_member(m)        # no-ops without the required skills
+            if agent.free:
+                ix.add(m)
 
     def _index(self, qs: QueueState) -> FreeIndex:
         """The queue's free index, (re)built from ``free`` if there is none yet or the strategy changed
-        (``update_queue``): O(free log free) once, then kept up by ``_refresh`` and the removal paths."""
-        kind = INDEX_KIND[qs.config.strategy]
+        (``update_queue``): O(free log free) once, then kept up by ``_refresh`` and the removal paths. After
+        a strategy change the requirement indexes are dropped too (rebuilt by ``_skill_index``)."""
+        strategy = qs.config.strategy
+        kind = INDEX_KIND[strategy]
         ix = qs.index
         if ix is None or ix.kind != kind:
             ix = qs.index = FreeIndex.build(kind, qs.members, qs.free)
+        if qs.skill_index and next(iter(qs.skill_index.values())).kind != SKILL_INDEX_KIND[strategy]:
+            qs.skill_index.clear()
+        return ix
+
+    def _skill_index(self, qs: QueueState, caller: Caller) -> FreeIndex:
+        """The requirement index for a caller with required skills: the queue's free members having them,
+        ordered for the strategy (``SKILL_INDEX_KIND``). Built at the first decision for that requirement,
+        O(members + free log free); then kept up like the free index, at O(log n) per requirement kept
+        for each agent change. Kept while a caller with the requirement waits, and afterwards among the
+        ``SPARE_SKILL_INDEXES`` most recently emptied ones (``_unqueue``) so a requirement that comes and
+        goes with single callers is not rebuilt for each of them. Call ``_index(qs)`` first."""
+        key = caller.skill_key
+        ix = qs.skill_index.get(key)
+        if ix is None:
+            ix = qs.skill_index[key] = FreeIndex.build(SKILL_INDEX_KIND[qs.config.strategy], qs.members,
+                                                       qs.free, caller.skills)
         return ix
 
     # ------------------------------------------------------------ agent events
@@ -606,6 +630,10 @@ class Acd:
                 assert name in qs.members and self.agents[name].free and self.agents[name].is_available(now)
             if qs.index is not None:
                 qs.index.check(qs.members, qs.free)
+            for key, ix in qs.skill_index.items():      # each against a recomputation from members/free
+                assert key and ix.required == dict(key), (qs.name, key, ix.required)
+                ix.check(qs.members, qs.free)
+            assert sum(1 for k in qs.skill_index if k not in qs.skill_keys) <= SPARE_SKILL_INDEXES
         for a in self.agents.values():
             if a.offering is not None:
                 c = self.callers[a.offering]
@@ -678,8 +706,9 @@ class Acd:
             if free:
                 for q in self._memberships.get(name, ()):
                     qs = self.queues[q]
-                    if qs.index is not None:
-                        qs.index.rekey(qs.members[name])
+                    m = qs.members[name]
+                    for ix in _indexes(qs):
+                        ix.rekey(m)
             return
         a.free = free
         queues = self.queues
@@ -688,18 +717,23 @@ class Acd:
             ix = qs.index
             if free:
                 qs.free.add(name)
+                m = qs.members[name]
                 if ix is not None:
-                    ix.add(qs.members[name])
+                    ix.add(m)
+                for ix in qs.skill_index.values():
+                    ix.add(m)            # files it only if it has the requirement's skills
             else:
                 qs.free.discard(name)
                 if ix is not None:
                     ix.discard(name)
+                for ix in qs.skill_index.values():
+                    ix.discard(name)
 
     def _dispatch(self, now: float) -> list[Action]:
         """Offer waiting callers to free agents: queues by weight then their best caller, callers in
-        priority/wait order. Each queue's free index is ordered for its strategy, so a decision for a caller
-        without required skills is O(log free members) (ring-all / ring-progressively: O(the names rung));
-        nothing is done without free members."""
+        priority/wait order. Each queue's free index, and a requirement index per distinct skill requirement
+        of its waiting callers, are ordered for its strategy, so a decision is O(log free members)
+        (ring-all / ring-progressively: O(the names rung)); nothing is done without free members."""
         actions: list[Action] = []
         busy_queues = [qs for qs in self.queues.values() if qs.free and qs.callers]
         if not busy_queues:
@@ -715,6 +749,8 @@ class Acd:
                     break
                 if caller.offer is not None or caller.skill_key in unmatched:
                     continue
+                if caller.skills:
+                    self._skill_index(qs, caller)
                 names = strategy(qs, caller, now, first_only=first_only)
                 if not names:
                     if not caller.skills:
@@ -838,9 +874,22 @@ class Acd:
 
     def _unqueue(self, qs: QueueState, caller: Caller) -> None:
         qs.callers.remove(caller)
-        qs.skill_keys[caller.skill_key] -= 1
-        if not qs.skill_keys[caller.skill_key]:
-            del qs.skill_keys[caller.skill_key]
+        key = caller.skill_key
+        qs.skill_keys[key] -= 1
+        if not qs.skill_keys[key]:
+            del qs.skill_keys[key]
+            ix = qs.skill_index.pop(key, None)
+            if ix is not None:          # the last caller with it left: a spare, the most recent one
+                qs.skill_index[key] = ix
+                self._trim_skill_indexes(qs)
+
+    def _trim_skill_indexes(self, qs: QueueState) -> None:
+        """Keep at most ``SPARE_SKILL_INDEXES`` requirement indexes no waiting caller needs: drop the least
+        recently emptied (the dict keeps them in that order). O(requirement indexes of the queue)."""
+        kept = qs.skill_index
+        spare = [k for k in kept if k not in qs.skill_keys]
+        for k in spare[:max(0, len(spare) - SPARE_SKILL_INDEXES)]:
+            del kept[k]
 
     def _finish(self, qs: QueueState, caller: Caller, outcome: CallerOutcome) -> None:
         assert caller.outcome is None and caller.offer is None
@@ -891,3 +940,9 @@ class Acd:
         return actions
 
 
+def _indexes(qs: QueueState) -> list[FreeIndex]:
+    """Every index the engine keeps for a queue: its free index and its requirement indexes."""
+    out = list(qs.skill_index.values())
+    if qs.index is not None:
+        out.append(qs.index)
+    return out

@@ -160,6 +160,20 @@ class WeightTree:
         self.tree: list[float] = [0.0]  # Fenwick, 1-based
         self.npos = 0                   # slots with a value > 0: free members with a positive weight
 
+    @classmethod
+    def build(cls, names: list[str], vals: list[float]) -> WeightTree:
+        """A tree over these slots, in O(n) (each node adds itself into its parent)."""
+        t = cls()
+        t.names, t.vals = names, vals
+        tree = t.tree = [0.0] + vals
+        n = len(vals)
+        for i in range(1, n + 1):
+            j = i + (i & -i)
+            if j <= n:
+                tree[j] += tree[i]
+        t.npos = sum(1 for v in vals if v > 0)
+        return t
+
     def _prefix(self, i: int) -> float:
         """Sum of the first ``i`` slots."""
         tree, s = self.tree, 0.0
@@ -203,7 +217,7 @@ class WeightTree:
         return pos
 
 
-_KEYS = ("order", "weight", "idle", "calls", "talk")
+_KEYS = ("order", "weight", "idle", "calls", "talk", "score")
 
 
 class FreeIndex:
@@ -220,6 +234,15 @@ class FreeIndex:
     - ``idle`` (longest-idle-agent, skills-based): ``(level, idle_since, order, name)``
     - ``calls`` (fewest-calls): ``(level, calls in this queue, idle_since, order, name)``
     - ``talk`` (least-talk-time): ``(level, talk_time_s, idle_since, order, name)``
+    - ``score`` (skills-based, requirement indexes only): ``(level, -summed skill level over the required
+      skills, idle_since, order, name)``
+
+    A *requirement index* (``required`` set: one per distinct skill requirement of the queue's waiting
+    callers, ``QueueState.skill_index``) files only the members whose agent has the required skills (agent
+    skills are fixed while the agent exists), so its first entry is the strategy's pick for such a caller and
+    every entry of its lowest level is a candidate; its weight trees hold only those members' slots.
+    ``add_member``/``add`` ignore a member without the skills, so the engine makes the same calls on every
+    index of a queue.
 
     The member order is unique in a queue, so names are never compared. Insert and delete are a bisect and a
     list insert/delete (a memmove): microseconds at 10,000 entries. Slots before ``head`` are a gap: taking
@@ -227,12 +250,15 @@ class FreeIndex:
     moves ``head`` instead of the whole list. ``entry_of`` remembers the entry each free member was filed
     under, so a key that moved is found and refiled (``rekey``)."""
 
-    __slots__ = ("kind", "entries", "head", "entry_of", "trees", "slot_of")
+    __slots__ = ("kind", "required", "entries", "head", "entry_of", "trees", "slot_of")
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, required: dict[str, int] | None = None) -> None:
         if kind not in _KEYS:
             raise ValueError(f"unknown index kind {kind!r}")
+        if kind == "score" and not required:
+            raise ValueError("a score index needs the required skills")
         self.kind = kind
+        self.required: dict[str, int] | None = dict(required) if required else None
         self.entries: list[tuple | None] = []
         self.head = 0
         self.entry_of: dict[str, tuple] = {}
@@ -240,18 +266,35 @@ class FreeIndex:
         self.slot_of: dict[str, tuple[int, int]] = {}       # weight: member -> (level, slot)
 
     @classmethod
-    def build(cls, kind: str, members: dict[str, Member], free: set[str]) -> FreeIndex:
-        ix = cls(kind)
-        if kind == "weight":
-            for m in sorted(members.values(), key=_member_order):
-                ix.add_member(m)
+    def build(cls, kind: str, members: dict[str, Member], free: set[str],
+              required: dict[str, int] | None = None) -> FreeIndex:
+        """O(free log free) for the entries; a weight index also gives every member (with the skills) a slot,
+        O(members); a requirement index tests the skills of the members it may file (free ones, or all for
+        weight trees)."""
+        ix = cls(kind, required)
+        if required:    # only weight trees need the members that are not free; member order is kinder to
+            # the memory caches than the free set's hash order
+            members = _having(members if kind == "weight" else {n: m for n, m in members.items() if n in free},
+                              required)
+            free = {n for n in free if n in members}
         entries = sorted(ix.entry(members[n]) for n in free)
         ix.entries = entries
         ix.entry_of = {e[-1]: e for e in entries}
-        if kind == "weight":
-            for n in free:
-                ix._weigh(members[n], True)
+        if kind == "weight":            # each level's slots in member order, valued while free
+            by_level: dict[int, list[Member]] = {}
+            for m in sorted(members.values(), key=_member_order):
+                by_level.setdefault(m.level, []).append(m)
+            for level, ms in by_level.items():
+                ix.trees[level] = WeightTree.build(
+                    [m.agent for m in ms], [float(m.weight) if m.weight > 0 and m.agent in free else 0.0 for m in ms])
+                for slot, m in enumerate(ms):
+                    ix.slot_of[m.agent] = (level, slot)
         return ix
+
+    def matches(self, m: Member) -> bool:
+        """Is ``m`` filed here when free (a requirement index: its agent has the required skills)?"""
+        required = self.required
+        return required is None or m.ref.has_skills(required)
 
     def entry(self, m: Member) -> tuple:
         kind = self.kind
@@ -262,7 +305,11 @@ class FreeIndex:
             return (m.level, a.idle_since, m.order, m.agent)
         if kind == "calls":
             return (m.level, m.calls, a.idle_since, m.order, m.agent)
-        return (m.level, a.talk_time_s, a.idle_since, m.order, m.agent)
+        if kind == "talk":
+            return (m.level, a.talk_time_s, a.idle_since, m.order, m.agent)
+        skills = a.config.skills
+        return (m.level, -sum(skills.get(s, 0) for s in self.required), a.idle_since,  # type: ignore[union-attr]
+                m.order, m.agent)
 
     def __len__(self) -> int:
         return len(self.entries) - self.head
@@ -271,11 +318,18 @@ class FreeIndex:
         """Position just past the entries of ``level`` (every key component is finite)."""
         return bisect.bisect_left(self.entries, (level, math.inf), max(lo, self.head))  # type: ignore[arg-type]
 
+    def lowest_level(self) -> tuple[int, int]:
+        """``(lo, hi)``: the positions of the lowest level's entries (``lo == hi`` when empty)."""
+        entries, head = self.entries, self.head
+        if head == len(entries):
+            return head, head
+        return head, self.level_end(entries[head][0], head)  # type: ignore[index]
+
     # ---- writes (engine only)
 
     def add_member(self, m: Member) -> None:
         """A new member of the queue (free or not): weighted-random gives it the next slot of its level."""
-        if self.kind == "weight":
+        if self.kind == "weight" and self.matches(m):
             tree = self.trees.get(m.level)
             if tree is None:
                 tree = self.trees[m.level] = WeightTree()
@@ -290,9 +344,11 @@ class FreeIndex:
         self.trees[level].set(slot, float(m.weight) if free and m.weight > 0 else 0.0)
 
     def add(self, m: Member) -> None:
-        """The member became free."""
+        """The member became free (a requirement index ignores a member without the skills)."""
         if m.agent in self.entry_of:
             self.rekey(m)
+            return
+        if self.required is not None and not m.ref.has_skills(self.required):
             return
         e = self.entry(m)
         entries, head = self.entries, self.head
@@ -336,7 +392,11 @@ class FreeIndex:
     # ---- checks
 
     def check(self, members: dict[str, Member], free: set[str]) -> None:
-        """AssertionError unless this index files exactly the free members, under their current keys."""
+        """AssertionError unless this index files exactly the free members (a requirement index: those with
+        the required skills), under their current keys -- recomputed from scratch."""
+        if self.required is not None:
+            members = {n: m for n, m in members.items() if m.ref.has_skills(self.required)}
+            free = {n for n in free if n in members}
         assert all(e is None for e in self.entries[:self.head])
         entries = self.entries[self.head:]
         assert all(a < b for a, b in zip(entries, entries[1:])), "index out of order"  # type: ignore[operator]
@@ -366,6 +426,14 @@ class FreeIndex:
 
 def _member_order(m: Member) -> int:
     return m.order
+
+
+def _having(members: dict[str, Member], required: dict[str, int]) -> dict[str, Member]:
+    """The members whose agent has the required skills (``Agent.has_skills``), in one pass."""
+    if len(required) == 1:
+        ((skill, level),) = required.items()
+        return {n: m for n, m in members.items() if m.ref.config.skills.get(skill, -1) >= level}
+    return {n: m for n, m in members.items() if m.ref.has_skills(required)}
 
 
 class CallerOutcome(str, Enum):
@@ -463,29 +531,53 @@ class QueueState:
     recent_handle_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
     next_order: int = 0
     index: FreeIndex | None = None      # the free members ordered for the strategy (engine-kept, derived)
+    # requirement indexes: callers' skill_key -> the free members having those skills, ordered for the
+    # strategy (engine-kept, derived, built at the first decision for such a caller; see Acd._skill_index)
+    skill_index: dict[tuple[tuple[str, int], ...], FreeIndex] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def indexed(self, kind: str) -> FreeIndex | None:
-        """The free index if it is ordered by ``kind`` (an ``order`` reader accepts a ``weight`` index),
-        else None: after a strategy change the engine rebuilds it at its next dispatch; meanwhile the
-        strategies scan ``free``."""
-        ix = self.index
+    def indexed(self, kind: str, caller: Caller | None = None) -> FreeIndex | None:
+        """The index a strategy ordered by ``kind`` reads for ``caller`` (an ``order`` reader accepts a
+        ``weight`` index), or None:
+
+        - no caller, or a caller without required skills: the queue's free index;
+        - a caller with required skills: the requirement index of its ``skill_key``, whose entries all have
+          the skills, if the engine keeps one (``skill_index``).
+
+        None if that index is missing or ordered otherwise (after a strategy change the engine rebuilds the
+        indexes at its next dispatch): the strategies then scan ``candidates``."""
+        if caller is not None and caller.skills:
+            ix = self.skill_index_for(caller)
+        else:
+            ix = self.index
         if ix is not None and (ix.kind == kind or (kind == "order" and ix.kind == "weight")):
+            return ix
+        return None
+
+    def skill_index_for(self, caller: Caller) -> FreeIndex | None:
+        """The requirement index for a caller with required skills (any kind), if kept."""
+        ix = self.skill_index.get(caller.skill_key) if caller.skill_key else None
+        if ix is not None and ix.required == caller.skills:     # a hand-made Caller may carry a stale key
             return ix
         return None
 
     def candidates(self, caller: Caller, now: float) -> list[Member]:
         """Free members with the caller's skills, restricted to the lowest level present.
 
-        The engine keeps ``free`` (and the ordered ``index``) as indexes, and only events make an agent
+        The engine keeps ``free`` (and the ordered indexes) as indexes, and only events make an agent
         unavailable (time only frees), so they never hold an unavailable agent (``Acd.check_invariants``
-        asserts it) and availability is not re-tested here. With the index the result comes in the
-        index's order and costs O(that level's free members) (callers with required skills: plus the
-        entries skipped before the first match); without it, O(free members) in no particular order."""
+        asserts it) and availability is not re-tested here. From an index the result comes in that index's
+        order and costs O(that level's free candidates): the caller's requirement index if there is one, else
+        the free index (a caller with required skills: plus the entries skipped before the first match);
+        without either, O(free members) in no particular order."""
         members, required = self.members, caller.skills
+        ix = self.skill_index_for(caller) if required else None
+        if ix is not None:
+            lo, hi = ix.lowest_level()
+            return [members[e[-1]] for e in ix.entries[lo:hi]]  # type: ignore[index]
         ix = self.index
         if ix is not None:
             entries, head = ix.entries, ix.head

@@ -5,14 +5,17 @@ skills, lowest level only), so eligibility lives in one place. Ring-all returns 
 once; for the others the engine rings the first name (ring-progressively: the first, then one more per step).
 
 With ``first_only=True`` (the engine passes it for the strategies that ring one agent) a strategy returns
-just that first name, read from the queue's free index (``QueueState.index``, kept by the engine in the
-order ``INDEX_KIND`` names for the strategy; level first): the first entry (top-down, longest-idle,
-fewest-calls, least-talk-time), a bisect past the rotation pivot (linear, round-robin), one uniform draw over
-the lowest level's entries (random) or one Fenwick descent over its weights (weighted-random) -- O(log n) for
-a caller without required skills. A caller with required skills walks the index in order and stops at the
-first match (skills-based scores the lowest matching level). Without a matching index (right after a
-strategy change) the strategies scan ``free`` and ``min()`` over the same key; either way the name is the
-full order's head, as every key ends in the unique member order.
+just that first name, read from an index the engine keeps in the order ``INDEX_KIND`` names for the strategy
+(level first): the first entry (top-down, longest-idle, fewest-calls, least-talk-time, skills-based), a
+bisect past the rotation pivot (linear, round-robin), one uniform draw over the lowest level's entries
+(random) or one Fenwick descent over its weights (weighted-random) -- O(log n). A caller without required
+skills reads the queue's free index (``QueueState.index``); a caller with required skills reads the
+requirement index of its ``skill_key`` (``QueueState.skill_index``: only the free members having those
+skills, in the order ``SKILL_INDEX_KIND`` names; for skills-based that is the best summed skill level, then
+longest idle), so the same reads apply and no agent is tested for skills. Without a matching index (right
+after a strategy change, or a hand-made ``Caller`` whose requirement has none) the strategies scan
+``QueueState.candidates`` and ``min()`` over the same key; either way the name is the full order's head, as
+every key ends in the unique member order.
 
 The only state they touch is read-only except the queue's seeded RNG, so the live ACD and a simulator get
 identical decisions from identical inputs. Names follow FreeSWITCH mod_callcenter / Asterisk app_queue so
@@ -27,8 +30,8 @@ from typing import Callable
 
 from .model import Caller, FreeIndex, Member, QueueState
 
-__all__ = ["INDEX_KIND", "STRATEGIES", "RING_ALL", "RING_PROGRESSIVELY", "Strategy", "canonical_name",
-           "get_strategy"]
+__all__ = ["INDEX_KIND", "SKILL_INDEX_KIND", "STRATEGIES", "RING_ALL", "RING_PROGRESSIVELY", "Strategy",
+           "canonical_name", "get_strategy"]
 
 Strategy = Callable[..., list[str]]   # (qs, caller, now, *, first_only=False) -> ordered names
 
@@ -59,53 +62,38 @@ def _ordered(cands: list[Member], key: Callable[[Member], object], first_only: b
     return _names(cands)
 
 
-def _first_match(qs: QueueState, ix: FreeIndex, required: dict[str, int]) -> int:
-    """Position of the first index entry whose agent has the required skills (-1: none): the pick at the
-    lowest level that has a match, for an index ordered by the strategy's key."""
-    entries, head = ix.entries, ix.head
-    if not required:
-        return head if head < len(entries) else -1
-    members = qs.members
-    for i in range(head, len(entries)):
-        if members[entries[i][-1]].ref.has_skills(required):  # type: ignore[index]
-            return i
-    return -1
+def _level_names(ix: FreeIndex, first_only: bool) -> list[str]:
+    """The lowest level's entries of an index, in its order (``first_only``: just the first)."""
+    lo, hi = ix.lowest_level()
+    if first_only:
+        return [ix.entries[lo][-1]] if lo < hi else []  # type: ignore[index]
+    return list(map(_name_of, ix.entries[lo:hi]))  # type: ignore[arg-type]
 
 
 def _by_index(qs: QueueState, caller: Caller, now: float, kind: str, key: Callable[[Member], object],
               first_only: bool) -> list[str]:
-    """Candidates ordered by ``key``, which the ``kind`` index orders by within a level."""
-    ix = qs.indexed(kind)
+    """Candidates ordered by ``key``, which the ``kind`` index (the caller's requirement index, or the free
+    index) orders by within a level; without one, a scan of the candidates."""
+    ix = qs.indexed(kind, caller)
     if ix is None:
         return _ordered(qs.candidates(caller, now), key, first_only)
-    if first_only:
-        i = _first_match(qs, ix, caller.skills)
-        return [ix.entries[i][-1]] if i >= 0 else []
-    return _names(qs.candidates(caller, now))      # already in index (= key) order
+    return _level_names(ix, first_only)
 
 
 def _rotate(qs: QueueState, caller: Caller, now: float, last: str | None, first_only: bool) -> list[str]:
     """The first candidate in member order after ``last`` (wrapping round), from the order index."""
-    ix = qs.indexed("order")
+    ix = qs.indexed("order", caller)
     if ix is None or not first_only:
         return _rotate_after(qs, qs.candidates(caller, now), last, first_only)
-    required = caller.skills
-    i = _first_match(qs, ix, required)
-    if i < 0:
+    lo, hi = ix.lowest_level()
+    if lo == hi:
         return []
     entries = ix.entries
     if last is None or last not in qs.members:
-        return [entries[i][-1]]
-    level = entries[i][0]
-    hi = ix.level_end(level, i)
-    j = bisect.bisect_left(entries, (level, qs.members[last].order + 1), i, hi)   # first order > pivot
-    if not required:
-        return [entries[j if j < hi else i][-1]]
-    members = qs.members
-    for k in range(j, hi):
-        if members[entries[k][-1]].ref.has_skills(required):
-            return [entries[k][-1]]
-    return [entries[i][-1]]
+        return [entries[lo][-1]]  # type: ignore[index]
+    level = entries[lo][0]  # type: ignore[index]
+    j = bisect.bisect_left(entries, (level, qs.members[last].order + 1), lo, hi)  # type: ignore[arg-type]
+    return [entries[j if j < hi else lo][-1]]  # type: ignore[index]
 
 
 def _rotate_after(qs: QueueState, cands: list[Member], last: str | None,
@@ -129,12 +117,9 @@ def _rotate_after(qs: QueueState, cands: list[Member], last: str | None,
 
 def _all_in_order(qs: QueueState, caller: Caller, now: float) -> list[str]:
     """Every candidate in member order (names straight from the order index when it is there)."""
-    ix = qs.indexed("order")
-    if ix is not None and not caller.skills:
-        entries, head = ix.entries, ix.head
-        if head == len(entries):
-            return []
-        return list(map(_name_of, entries[head:ix.level_end(entries[head][0])]))  # type: ignore[index]
+    ix = qs.indexed("order", caller)
+    if ix is not None:
+        return _level_names(ix, False)
     return _ordered(qs.candidates(caller, now), _order)
 
 
@@ -185,9 +170,6 @@ def least_talk_time(qs: QueueState, caller: Caller, now: float, *, first_only: b
     return _by_index(qs, caller, now, "talk", _talk_key, first_only)
 
 
-DRAWS = 32    # random strategies, caller with required skills: draws over the level before scanning it
-
-
 def _tree_draw(rng, tree) -> str:
     """One weight-proportional draw from a level's weight tree (it has a positive weight): the same draw as
     ``_weighted_pick`` over that level's free members in member order."""
@@ -215,59 +197,35 @@ def _weighted_pick(rng, cands: list[Member]) -> Member:
 
 
 def _random_first(qs: QueueState, caller: Caller, now: float, weighted: bool) -> str | None:
-    """The first name of random / weighted-random. Level L is the lowest level with a free candidate; a draw
-    picks one of L's free members in member order, uniformly (random, or weighted-random when nobody at L
-    has a positive weight) or in proportion to weight (``_weighted_pick``). A caller without required
-    skills takes the one draw. With required skills: up to ``DRAWS`` draws, the first that has the skills
-    (rejection sampling: uniform / weight-proportional among L's matching members); if all miss, one draw
-    among L's matching members. From the free index (order; weight trees) a draw is O(log n) and L is found
-    by walking the index to the first match; without it, the same draws over a scan of ``free``."""
-    rng, required, members = qs.rng, caller.skills, qs.members
-    ix = qs.indexed("weight" if weighted else "order")
+    """The first name of random / weighted-random: one draw among the candidates (the free members having
+    the caller's skills at the lowest level that has one) in member order, uniformly (random, or
+    weighted-random when no candidate has a positive weight) or in proportion to weight
+    (``_weighted_pick``). From an index (the caller's requirement index, or the free index for a caller
+    without required skills; order, or weight with its per-level Fenwick trees) the draw is O(log n); without
+    one, the same draw over the sorted candidates."""
+    rng = qs.rng
+    ix = qs.indexed("weight" if weighted else "order", caller)
     if ix is not None:
-        i = _first_match(qs, ix, required)
-        if i < 0:
+        lo, hi = ix.lowest_level()
+        if lo == hi:
             return None
         entries = ix.entries
-        level = entries[i][0]  # type: ignore[index]
-        lo = bisect.bisect_left(entries, (level,), ix.head, i)  # type: ignore[arg-type]
-        hi = ix.level_end(level, i)
-        tree = ix.trees[level] if weighted else None
-
-        def draw() -> str:
-            if tree is not None and tree.npos:
+        if weighted:
+            tree = ix.trees[entries[lo][0]]  # type: ignore[index]
+            if tree.npos:
                 return _tree_draw(rng, tree)
-            return entries[lo + rng.randrange(hi - lo)][-1]  # type: ignore[index]
-
-        def block() -> list[Member]:
-            return [members[e[-1]] for e in entries[lo:hi]]  # type: ignore[index]
-    else:
-        cands = qs.candidates(caller, now)
-        if not cands:
-            return None
-        level = cands[0].level
-        blk = sorted((m for n in qs.free if (m := members[n]).level == level), key=_order)
-
-        def draw() -> str:
-            return (_weighted_pick(rng, blk) if weighted else blk[rng.randrange(len(blk))]).agent
-
-        def block() -> list[Member]:
-            return blk
-    if not required:
-        return draw()
-    for _ in range(DRAWS):
-        name = draw()
-        if members[name].ref.has_skills(required):
-            return name
-    matching = [m for m in block() if m.ref.has_skills(required)]
-    return (_weighted_pick(rng, matching) if weighted else matching[rng.randrange(len(matching))]).agent
+        return entries[lo + rng.randrange(hi - lo)][-1]  # type: ignore[index]
+    cands = sorted(qs.candidates(caller, now), key=_order)
+    if not cands:
+        return None
+    return (_weighted_pick(rng, cands) if weighted else cands[rng.randrange(len(cands))]).agent
 
 
 def random_order(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Uniform random order from the queue's seeded RNG (deterministic for a given seed and history).
 
     The first name is ``_random_first`` (one uniform draw over the lowest level's candidates; O(log n) from
-    the free index); the full order shuffles the other candidates after it: a uniform permutation."""
+    an index); the full order shuffles the other candidates after it: a uniform permutation."""
     first = _random_first(qs, caller, now, weighted=False)
     if first is None:
         return []
@@ -281,8 +239,8 @@ def random_order(qs: QueueState, caller: Caller, now: float, *, first_only: bool
 def weighted_random(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Random order biased by member weight; weight <= 0 goes last.
 
-    The first name is one weight-proportional draw (``_random_first``; without required skills one Fenwick
-    descent over the lowest level's weights, O(log n)); the full order ranks the other candidates after it
+    The first name is one weight-proportional draw (``_random_first``; from an index one Fenwick descent over
+    the lowest level's weights, O(log n)); the full order ranks the other candidates after it
     by Efraimidis-Spirakis keys u^(1/w) (successive weighted sampling without replacement)."""
     first = _random_first(qs, caller, now, weighted=True)
     if first is None:
@@ -307,18 +265,17 @@ def ring_progressively(qs: QueueState, caller: Caller, now: float, *, first_only
 def skills_based(qs: QueueState, caller: Caller, now: float, *, first_only: bool = False) -> list[str]:
     """Best skill match first (highest summed level over the required skills), then longest idle.
 
-    Without required skills every agent scores 0 and this is longest-idle (its index, O(1)); with them the
-    matching agents of the lowest matching level are scored (a scan of that level)."""
+    Without required skills every agent scores 0 and this is longest-idle (the free index, O(1)); with them
+    the caller's requirement index is ordered by (level, -score, idle time, order): its first entry, O(1)."""
     required = caller.skills
     if not required:
         return _by_index(qs, caller, now, "idle", _idle_key, first_only)
-    cands = qs.candidates(caller, now)
 
     def key(m: Member) -> tuple[int, float, int]:
         skills = m.ref.config.skills
         return (-sum(skills.get(s, 0) for s in required), m.ref.idle_since, m.order)
 
-    return _ordered(cands, key, first_only)
+    return _by_index(qs, caller, now, "score", key, first_only)
 
 
 # The order of the free index each strategy reads (``FreeIndex``); the engine keeps the queue's index in it.
@@ -327,6 +284,10 @@ INDEX_KIND: dict[str, str] = {
     "longest-idle-agent": "idle", "fewest-calls": "calls", "least-talk-time": "talk", "random": "order",
     "weighted-random": "weight", RING_PROGRESSIVELY: "order", "skills-based": "idle",
 }
+
+# The order of each requirement index (a caller with required skills): the same, except skills-based, whose
+# key for such a caller starts with the best summed skill level.
+SKILL_INDEX_KIND: dict[str, str] = {**INDEX_KIND, "skills-based": "score"}
 
 STRATEGIES: dict[str, Strategy] = {
     RING_ALL: ring_all,
