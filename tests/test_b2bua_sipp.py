@@ -157,3 +157,15 @@ def test_rtp_is_anchored_and_relayed_both_ways(tmp_path, switch_factory):
     assert a["packets_out"] == b["packets_in"]                   # ... and all went on to the caller
     assert a["dropped_source"] == b["dropped_source"] == 0
     assert a["latched_to"] and b["latched_to"]
+
+
+def test_rtp_ports_exhausted_is_503_retry_after_not_a_crash(tmp_path, switch_factory):
+    """One RTP port pair: a second concurrent call is refused 503 + Retry-After with one warning line."""
+    sw = switch_factory(switch_config(rtp=(39990, 39991)))
+    first = uac(tmp_path / "first", calls=1, service="echo", duration_ms=4000, name="first").start()
+    time.sleep(1.0)
+    uac(tmp_path / "second", "uac_expect_status.xml", calls=1, service="echo",
+        variables={"expected": 503}).run().assert_success(1)
+    first.wait().assert_success(1)
+    log = sw.log_tail(200)
+    assert "call refused: no free RTP port" in log and "Traceback" not in log, log

@@ -19,6 +19,7 @@ from ..routing.dialplan import RouteDecision, Source
 from ..media.dtmf import parse_info
 from ..media.g711 import transcode_table
 from ..media.meter import LevelMeter
+from ..media.ports import PortsExhausted
 from ..sdp import (SdpError, SessionDescription, anchor, answer_codec, answer_for, offered_codec, retarget_answer,
                    stream_params, with_transcoding)
 from ..sip.message import Headers, Response
@@ -100,7 +101,10 @@ class Call:
             self._set_remote(self.a, self.a.offer)
             self._arm(self.sw.config.calls.ring_timeout_s, self._ring_timeout)
             self._next_group()
-        except Exception as exc:  # never leave the caller hanging on our bug or on port exhaustion
+        except PortsExhausted as exc:  # overload, not a bug: one line, and a status that says "try later"
+            self.log.warning("call refused: %s", exc)
+            self.fail(503, "Service Unavailable", Headers([("Retry-After", "5")]))
+        except Exception as exc:  # never leave the caller hanging on our bug
             self.log.exception("call setup failed: %s", exc)
             self.fail(500, "Server Internal Error")
 
@@ -778,11 +782,11 @@ class Call:
             self.a.reject(503, "Service Unavailable", cause=cause)
             self._end(503)
 
-    def fail(self, status: int, reason: str | None) -> None:
+    def fail(self, status: int, reason: str | None, headers: Headers | None = None) -> None:
         if self.state is CallState.ENDED:
             return
         self.q850 = self.q850 or q850_for_status(status)
-        self.a.reject(status, reason, cause=self.q850)
+        self.a.reject(status, reason, cause=self.q850, headers=headers)
         self._end(status)
 
     def on_ack_timeout(self) -> None:
