@@ -75,6 +75,8 @@ class Switch:
         self.registrations: list[TrunkRegistration] = []
         self.accepting = True
         self.cdrs_written = 0
+        self.refused_overload = 0
+        self._overload_logged = -1e9
         self.gc_watch = GcWatch()
 
     # ------------------------------------------------------------------ lifecycle
@@ -142,8 +144,8 @@ class Switch:
         """SIGUSR1: one line of live counters (calls, media clock, CPU, GC) for operators and benchmarks."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         media = self.media.stats()
-        log.info("stats: calls=%d cdrs=%d cpu_s=%.3f %s %s", len(self.calls), self.cdrs_written,
-                 usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()),
+        log.info("stats: calls=%d cdrs=%d refused_overload=%d cpu_s=%.3f %s %s", len(self.calls),
+                 self.cdrs_written, self.refused_overload, usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()),
                  self.gc_watch.summary())
 
     def store_call(self, method: str, *args: Any) -> None:
@@ -272,6 +274,15 @@ class Switch:
         assert txn is not None
         if not self.accepting:
             self.stack.reply(txn, 503, "Service Unavailable", headers=Headers([("Retry-After", "30")]))
+            return
+        if self.media.clock.overloaded(self.config.calls.overload_lateness):
+            # Every call's audio is already late: one more would make it worse for all of them.
+            self.refused_overload += 1
+            if self.now() - self._overload_logged > 5.0:
+                self._overload_logged = self.now()
+                log.warning("overloaded (media %.1f frames late on average): refusing new calls with 503; "
+                            "%d refused so far", self.media.clock.lateness, self.refused_overload)
+            self.stack.reply(txn, 503, "Service Unavailable", headers=Headers([("Retry-After", "5")]))
             return
         if req.max_forwards == 0:
             self.stack.reply(txn, 483, "Too Many Hops")

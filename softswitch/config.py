@@ -243,6 +243,7 @@ class CallsConfig(_Model):
     ring_timeout_s: float = Field(60.0, gt=0)
     max_duration_s: float = Field(14400.0, gt=0)
     shutdown_grace_s: float = Field(2.0, ge=0)
+    overload_lateness: float = Field(1.0, ge=0)  # refuse new calls (503) while media runs this late (frames)
 
 
 class StoreConfig(_Model):

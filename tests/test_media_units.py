@@ -184,6 +184,34 @@ def test_clock_ticks_every_20ms_and_counts_late_frames():
     assert clock.stats()["max_late_ms"] > 10
 
 
+def test_clock_lateness_average_flags_overload_and_recovers():
+    """A loop that cannot keep up (every tick takes 45 ms) is overloaded within a second; back at
+    normal load the average decays, and a clock that went idle starts from zero."""
+    async def main():
+        clock = MediaClock(asyncio.get_running_loop())
+        member = Member()
+        clock.add(member)
+        await asyncio.sleep(0.4)
+        calm = clock.overloaded(1.0)
+        member.block_s = 0.045
+        await asyncio.sleep(1.5)
+        busy, lateness = clock.overloaded(1.0), clock.lateness
+        member.block_s = 0
+        await asyncio.sleep(2.0)
+        recovered = clock.overloaded(1.0)
+        never = clock.overloaded(0)
+        clock.remove(member)
+        await asyncio.sleep(0.05)
+        clock.lateness = 5.0          # the last value before going idle ...
+        clock.add(member)             # ... does not count once the clock restarts
+        restarted = clock.lateness
+        clock.close()
+        return calm, busy, lateness, recovered, never, restarted
+    calm, busy, lateness, recovered, never, restarted = asyncio.run(main())
+    assert not calm and busy and lateness > 1.0, lateness
+    assert not recovered and not never and restarted == 0.0
+
+
 # --- RTCP seen by the relay ---------------------------------------------------------------------
 
 def test_relay_reports_give_party_loss_jitter_and_rtt():

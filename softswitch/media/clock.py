@@ -4,7 +4,9 @@ One timer for all streams (not one per call) keeps the loop's timer heap small a
 process every stream back to back. A tick that fires late still runs (frames go out late, never
 lost); when the loop fell more than ``MAX_CATCH_UP`` ticks behind, the missed ticks are skipped
 and counted, and members with a ``skip`` let that media time pass (audio queued meanwhile is dropped,
-so a stall does not leave every stream that much further behind for good). Lateness is measured here, so the benchmark can report late frames.
+so a stall does not leave every stream that much further behind for good). Lateness is measured here, so the benchmark can report late frames,
+and its running average tells the switch when it is overloaded and should refuse new calls rather than
+let every call's audio fall apart (``overloaded``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ log = logging.getLogger("softswitch.media")
 PERIOD = 0.020
 LATE_S = 0.010       # a frame sent more than half a frame late counts as late
 MAX_CATCH_UP = 5
+LATENESS_ALPHA = 0.02  # the lateness average spans ~50 ticks (1 s)
 
 
 class Ticking(Protocol):
@@ -35,10 +38,12 @@ class MediaClock:
         self.ticks = self.frames = self.late_frames = self.skipped = self.errors = 0
         self.max_late_ms = 0.0
         self.busy_s = 0.0  # time spent inside ticks
+        self.lateness = 0.0  # running average of how late ticks fire, in periods
 
     def add(self, member: Ticking) -> None:
         self._members[member] = None
         if self._handle is None:
+            self.lateness = 0.0   # an idle clock was not late
             self._due = self._loop.time() + self.period
             self._handle = self._loop.call_at(self._due, self._tick)
 
@@ -54,6 +59,7 @@ class MediaClock:
             self._handle = None
             return
         late = now - self._due
+        self.lateness += LATENESS_ALPHA * (min(max(late, 0.0) / self.period, 10.0) - self.lateness)
         if late > self.period * MAX_CATCH_UP:
             missed = int(late / self.period)
             self.skipped += missed * len(self._members)
@@ -93,6 +99,10 @@ class MediaClock:
         self.busy_s += self._loop.time() - now
         self._due += self.period
         self._handle = self._loop.call_at(self._due, self._tick)
+
+    def overloaded(self, limit: float) -> bool:
+        """Have ticks fired more than ``limit`` periods late on average over the last second (0: never)?"""
+        return limit > 0 and bool(self._members) and self.lateness > limit
 
     def stats(self) -> dict:
         return {"members": len(self._members), "ticks": self.ticks, "frames": self.frames,
