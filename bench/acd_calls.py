@@ -376,6 +376,18 @@ def verdict(result: dict, args: argparse.Namespace) -> str:
         if top.get("cpu_ratio"):
             text += (f" The ACD costs {top['cpu_ratio']}× the CPU of the same call relayed without it (the switch "
                      f"answers the caller, plays music on hold, offers the call and bridges it; the peer only relays).")
+    shed = [s for s in fails if "UnexpectedMessage" in (s.get("reason") or "")
+            and (s.get("acd", {}).get("wait_max_s") or 0) <= args.service_level]
+    if shed:
+        s0 = min(shed, key=lambda s: s["rate"])
+        a0 = s0.get("acd", {})
+        text += (f" Past the limit the switch sheds load instead of collapsing: while its media clock runs a frame "
+                 f"late on average it refuses new calls with 503 + Retry-After (`calls.overload_lateness`; SIPp "
+                 f"counts those as unexpected messages), and the calls it admits are still answered within the "
+                 f"service level (at {s0['rate']:g} calls/s: {a0.get('answered')} answered, wait p95 "
+                 f"{a0.get('wait_p95_s')} s, max {a0.get('wait_max_s')} s). Without that protection the same "
+                 f"step collapsed: the music on hold of ~2,000 piled-up callers took the event loop, agents got no "
+                 f"offer for 25 s and only 25-40 % of callers were answered.")
     if fails and any((s.get("acd", {}).get("wait_max_s") or 0) > args.service_level for s in fails):
         text += (" Past the limit the queue does not degrade gracefully: once callers pile up, every waiting caller "
                  "gets music on hold (50 packets/s each) from the same event loop that has to offer calls to agents "
