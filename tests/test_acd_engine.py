@@ -614,3 +614,24 @@ def test_requirement_indexes_lifecycle():
     acts = acd.agent_busy("d", False, 34.0)
     assert offers(acts) == [("d",)] and (("de", 1),) in qs.skill_index
     acd.check_invariants(34.0)
+
+
+def test_a_wrap_up_that_ended_before_the_next_deadline_query_is_due_at_once():
+    """The live ACD re-arms its timer with next_deadline(now) after every event; an event just after a
+    wrap-up ended (before the timer's tick ran) must not hide that the agent is now free (found live:
+    the next caller went to another agent)."""
+    acd = Acd()
+    acd.add_queue(QueueConfig(name="q", strategy="top-down", wrap_up_s=5))
+    acd.add_queue(QueueConfig(name="other", strategy="top-down"))
+    acd.add_agent(AgentConfig(name="a", queues={"q": 0, "other": 0}))
+    acd.add_agent(AgentConfig(name="b", queues={"other": 1}))
+    acd.agent_login("a", 0.0)
+    acd.agent_login("b", 0.0)
+    acd.caller_join("q", "c1", 1.0)
+    acd.offer_answered("c1", "a", 1.1)
+    acd.call_ended("c1", 2.0)
+    assert acd.next_deadline(2.0) == 7.0
+    assert acd.next_deadline(7.3) == 7.3        # asked after the wrap-up ended, before any tick: due now
+    acd.tick(7.3)
+    assert acd.next_deadline(7.4) is None
+    assert acd.caller_join("other", "c2", 7.5) == [Offer("c2", "other", ("a",), 15.0)]

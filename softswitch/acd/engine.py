@@ -565,7 +565,9 @@ class Acd:
         stale entries (amortised O(log n)).
 
         Give ``now``: an agent timer that already ran out (its wrap-up ended while a rest continues, or
-        one set to end at once) means no work, and must not hide the real next deadline."""
+        one set to end at once) means no work, and must not hide the real next deadline; but one whose
+        agent is free now and not yet offered is work due at once (``now``), or an I/O layer that asks
+        after the deadline passed and before it ticked would never free that agent."""
         heap = self._heap
         while heap:
             t, _, kind, obj = heap[0]
@@ -576,6 +578,8 @@ class Acd:
                     if now is None or t > now:
                         return t
                     self._agents_due.add(name)     # tick still has to process it
+                    if not a.free and a.is_available(now):
+                        return now
             else:
                 caller: Caller = obj  # type: ignore[assignment]
                 if self._caller_deadline_valid(caller, t):
