@@ -23,6 +23,7 @@ from .calls.leg import Leg, Target
 from .cdr import CDR
 from .config import Config, ConfigError
 from .media.ports import PortAllocator
+from .recorder.live import Recorder
 from .media.engine import MediaEngine, MediaSettings
 from .media.stream import JitterSettings
 from .registrar import Registrar
@@ -66,7 +67,11 @@ class Switch:
         self.flows = FlowLibrary(config)
         self.flows.load()  # a broken flow fails the start, naming file, line and node
         self._warm: asyncio.Future[None] | None = None
+        self._retention: asyncio.Future[None] | None = None
         self.acd = AcdService(self)
+        self.recorder = Recorder(config, self.loop)
+        self._record_policy = {r.name: r.record for r in config.routes}
+        self._finishing: set[asyncio.Task[None]] = set()   # CDRs waiting for their recording to close
         self.control: Any = None   # the CLI's Unix socket (softswitch/control.py), from start()
         self.store = AsyncStore(open_store(config))
         self.calls: dict[str, Call] = {}
@@ -97,10 +102,13 @@ class Switch:
                 self.registrations.append(reg)
                 reg.start()
         self.acd.start()
+        for found in await self.recorder.repair_orphans():   # a crash left recordings open: repair, CDR
+            self._recovered_cdr(found)
+        self._retention = asyncio.ensure_future(self._expire_recordings())
         socket_path = self.config.control_socket_path()
         if socket_path is not None:
             from .control import ControlServer
-            self.control = ControlServer(socket_path, self.acd.control)
+            self.control = ControlServer(socket_path, self.control_command)
             await self.control.start()
         if self.flows.flows:
             await self.flows.start_asr()
@@ -124,6 +132,11 @@ class Switch:
             await asyncio.sleep(0.05)
         for call in list(self.calls.values()):
             call.finish()  # forks that never confirmed: write the CDR with what we know
+        if self._finishing:   # recordings being finalised, then their CDRs
+            await asyncio.wait(list(self._finishing), timeout=10.0)
+        await self.recorder.close()
+        if self._retention is not None:
+            self._retention.cancel()
         for reg in self.registrations:
             reg.stop()
         if self.control is not None:
@@ -375,9 +388,64 @@ class Switch:
             self.loop.call_later(32.0, self.unregister_leg, b.call_id, b.tag)  # absorb late BYE/200s
         call.close_media()
         cdr = build_cdr(call, stats)
+        if call.recording is not None:   # the CDR links the finished files and their statistics
+            task = asyncio.ensure_future(self._save_recorded(call, cdr))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            return
+        self._save_cdr(call, cdr)
+
+    async def _save_recorded(self, call: Call, cdr: CDR) -> None:
+        try:
+            cdr.recording = await self.recorder.finish(call.id)
+        except Exception as exc:  # noqa: BLE001 - the CDR is written whatever happened to the file
+            call.log.exception("recording: %s", exc)
+            cdr.recording = {"path": str(call.recording.path), "error": str(exc)}
+        self._save_cdr(call, cdr)
+
+    def _save_cdr(self, call: Call, cdr: CDR) -> None:
         self.cdrs_written += 1
         self.store_call("save_cdr", cdr)
         call.log.info("ended: %s %s (%s)", cdr.disposition, cdr.sip_status, call.hangup_by or "-")
+
+    def _recovered_cdr(self, found: dict) -> None:
+        """The CDR of a call the switch died during, from what its recording kept."""
+        recording, meta = found["recording"], found["meta"]
+        if "cdr" not in meta:
+            return
+        cdr = CDR.from_json_dict(meta["cdr"])
+        started = meta.get("started") or cdr.start
+        cdr.recording = recording
+        cdr.finish(started + recording.get("duration_s", 0.0), 200, hangup_by="crash", q850_cause=41)
+        cdr.extra = {**cdr.extra, "recovered": True}
+        self.cdrs_written += 1
+        self.store_call("save_cdr", cdr)
+        log.warning("call %s: CDR written from its recovered recording %s", cdr.call_id, recording["path"])
+
+    async def _expire_recordings(self) -> None:
+        while True:
+            try:
+                await self.recorder.expire()
+            except Exception as exc:  # noqa: BLE001 - retention must never stop the switch
+                log.error("recording retention: %s", exc)
+            await asyncio.sleep(3600)
+
+    def route_record_policy(self, rule: str) -> str:
+        return self._record_policy.get(rule, "off")
+
+    def control_command(self, request: dict) -> Any:
+        """The control socket: calls (recording pause/resume), else the ACD's commands."""
+        cmd = request.get("cmd")
+        if cmd in ("recording.pause", "recording.resume"):
+            call = self.calls.get(str(request.get("call_id")))
+            if call is None or call.recording is None:
+                raise KeyError(f"no recorded call {request.get('call_id')!r}")
+            call.set_recording_paused(cmd == "recording.pause")
+            return {"call_id": call.id, "paused": call.recording.paused, "marks": call.recording.pause_marks}
+        if cmd == "recording.list":
+            return [{"call_id": cid, "path": str(r.path), "paused": r.paused,
+                     "duration_s": round(r.frames * 0.02, 1)} for cid, r in self.recorder.active.items()]
+        return self.acd.control(request)
 
 
 def build_cdr(call: Call, stats: dict) -> CDR:
@@ -413,7 +481,8 @@ def build_cdr(call: Call, stats: dict) -> CDR:
         duration=round(end - call.start_ts, 3),
         billsec=round(end - call.answer_ts, 3) if call.answer_ts else 0.0,
         disposition=call.disposition(), sip_status=call.status or 0, q850_cause=call.q850,
-        hangup_by=call.hangup_by, legs=legs, ivr=call.ivr_summary(), queue=call.queue_summary(), extra={})
+        hangup_by=call.hangup_by, legs=legs, ivr=call.ivr_summary(), queue=call.queue_summary(),
+        recording={"error": call.recording_error} if call.recording_error else None, extra={})
 
 
 def _same_host(digest_uri: str | None, request_uri: Any) -> bool:

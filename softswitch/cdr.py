@@ -18,7 +18,8 @@ DIRECTIONS = ("inbound", "outbound", "internal", "local")
 CDR_COLUMNS: tuple[str, ...] = (
     "call_id", "sip_call_id", "from", "from_uri", "to", "to_uri", "direction", "trunk", "source",
     "destination", "start", "answer", "end", "start_ts", "answer_ts", "end_ts", "duration", "billsec",
-    "disposition", "sip_status", "q850_cause", "hangup_by", "legs", "ivr", "queue", "extra",
+    "disposition", "sip_status", "q850_cause", "hangup_by", "legs", "ivr", "queue", "recording",
+    "extra",
 )
 
 # SIP final status -> Q.850 cause, RFC 3398 §8.2.6.1 (488/606 per ITU-T Q.1912.5: bearer capability).
@@ -89,6 +90,9 @@ class CDR:
     # The ACD: {"queue", "agent", "wait_s", "outcome", "position", ...} of the last queue the call was in
     # ("previous": the earlier ones after an overflow); None when the call never joined a queue.
     queue: dict[str, Any] | None = None
+    # The recorder: {"path" (stereo WAV), "stats_path", "stats": {caller_talk_s, agent_talk_s, overlap_s,
+    # silence_s, ...}, "format", "duration_s", "paused", "recovered"?, "error"?}; None when not recorded.
+    recording: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def finish(self, end: float, sip_status: int, *, cancelled: bool = False, hangup_by: str | None = None,
@@ -113,7 +117,7 @@ class CDR:
             "start_ts": self.start, "answer_ts": self.answer, "end_ts": self.end,
             "duration": self.duration, "billsec": self.billsec, "disposition": self.disposition,
             "sip_status": self.sip_status, "q850_cause": self.q850_cause, "hangup_by": self.hangup_by,
-            "legs": [dict(leg) for leg in self.legs], "ivr": self.ivr, "queue": self.queue,
+            "legs": [dict(leg) for leg in self.legs], "ivr": self.ivr, "queue": self.queue, "recording": self.recording,
             "extra": dict(self.extra),
         }
 
@@ -126,6 +130,6 @@ class CDR:
             destination=d["destination"], start=d["start_ts"], answer=d["answer_ts"], end=d["end_ts"],
             duration=d["duration"], billsec=d["billsec"], disposition=d["disposition"],
             sip_status=d["sip_status"], q850_cause=d["q850_cause"], hangup_by=d["hangup_by"],
-            legs=list(d["legs"]), ivr=d.get("ivr"), queue=d.get("queue"),
+            legs=list(d["legs"]), ivr=d.get("ivr"), queue=d.get("queue"), recording=d.get("recording"),
             extra=dict(d["extra"]),
         )

@@ -198,6 +198,19 @@ def cmd_queue_member(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RECORDING_COLUMNS = (("call", "call_id"), ("recording", "path"), ("paused", "paused"), ("seconds", "duration_s"))
+
+
+def cmd_recording_list(args: argparse.Namespace) -> int:
+    return _print_rows(_control(args, "recording.list"), RECORDING_COLUMNS, args.json)
+
+
+def cmd_recording_pause(args: argparse.Namespace) -> int:
+    result = _control(args, f"recording.{args.recording_command}", call_id=args.call_id)
+    print(f"call {args.call_id}: recording {'paused' if result['paused'] else 'resumed'}")
+    return EXIT_OK
+
+
 def cmd_agent_list(args: argparse.Namespace) -> int:
     return _print_rows(_control(args, "agent.list"), AGENT_COLUMNS, args.json)
 
@@ -218,6 +231,88 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+RECORDING_ROWS = (("duration", "duration_s"), ("caller talk", "caller_talk_s"), ("agent talk", "agent_talk_s"),
+                  ("agent share of talk", "talk_ratio"), ("silence (both)", "silence_s"),
+                  ("overlap (both talk)", "overlap_s"), ("overlaps", "overlaps"),
+                  ("interruptions", "interruptions"), ("longest monologue", "longest_monologue_s"),
+                  ("longest silence", "longest_silence_s"), ("agent first word", "agent_first_word_s"),
+                  ("paused", "paused_s"))
+
+
+def _paused_interval(text: str) -> list[float]:
+    start, dash, end = text.partition("-")
+    try:
+        interval = [float(start), float(end)]
+    except ValueError:
+        interval = []
+    if not dash or len(interval) != 2 or not 0 <= interval[0] <= interval[1]:
+        raise argparse.ArgumentTypeError(f"expected START-END in seconds, e.g. 12.5-20, got {text!r}")
+    return interval
+
+
+def _sidecar_paused(wav: str) -> list[list[float]] | None:
+    """Paused intervals the recorder noted in the JSON beside the WAV (``recording.paused``), if any."""
+    from pathlib import Path
+
+    try:
+        meta = json.loads(Path(wav).with_suffix(".json").read_text())
+        paused = meta.get("recording", meta).get("paused")
+        return [[float(s), float(e)] for s, e in paused] if paused else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _recording_stats(args: argparse.Namespace) -> dict[str, Any]:
+    from softswitch.recorder.talkstats import RecordingFileError, stats_for_wav
+
+    try:
+        paused = args.paused if args.paused is not None else _sidecar_paused(args.file)
+        return stats_for_wav(args.file, paused=paused)
+    except RecordingFileError as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_recording_stats(args: argparse.Namespace) -> int:
+    stats = _recording_stats(args)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return EXIT_OK
+
+    def show(key: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if key == "talk_ratio":
+            return f"{100 * value:.0f} %"
+        if isinstance(value, dict):
+            return "  ".join(f"{k} {show(key, v)}" for k, v in value.items())
+        return f"{value:.2f} s" if key.endswith("_s") else str(value)
+
+    width = max(len(label) for label, _ in RECORDING_ROWS)
+    print(args.file)
+    for label, key in RECORDING_ROWS:
+        print(f"  {label.ljust(width)}  {show(key, stats[key])}")
+    for party in ("caller", "agent"):
+        segments = stats["segments"][party]
+        print(f"  {(party + ' segments').ljust(width)}  {len(segments)}: "
+              + ", ".join(f"{s:.2f}-{e:.2f}" for s, e in segments[:8]) + (" ..." if len(segments) > 8 else ""))
+    return EXIT_OK
+
+
+def cmd_recording_plot(args: argparse.Namespace) -> int:
+    from softswitch.recorder.plot import plot_timeline
+    from softswitch.recorder.talkstats import RecordingFileError
+
+    try:
+        out = plot_timeline(args.file, args.output, stats=_recording_stats(args), width_px=args.width,
+                            height_px=args.height)
+    except (RecordingFileError, ValueError) as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{args.output}: cannot write the picture: {e.strerror or e}") from None
+    print(out)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,6 +390,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_agent_state)
     for parser_ in (*queue_sub.choices.values(), *agent_sub.choices.values()):
         parser_.add_argument("--config", "-c", metavar="FILE", help=control_help)
+
+    p = sub.add_parser("recording", help="call recordings: talk-time statistics and a timeline picture")
+    rec_sub = p.add_subparsers(dest="recording_command", required=True, metavar="ACTION")
+    p = rec_sub.add_parser("stats", help="talk time, silence, overlaps, interruptions, ... of a stereo WAV "
+                           "(left = caller, right = agent)")
+    p.add_argument("file", metavar="FILE.wav")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON (as saved by the recorder)")
+    p.set_defaults(func=cmd_recording_stats)
+    p = rec_sub.add_parser("plot", help="PNG of both tracks' waveforms and speech segments on one time axis")
+    p.add_argument("file", metavar="FILE.wav")
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="picture to write, e.g. timeline.png")
+    p.add_argument("--width", type=int, default=1600, metavar="PX", help="width in pixels (default 1600)")
+    p.add_argument("--height", type=int, default=600, metavar="PX", help="height in pixels (default 600)")
+    p.set_defaults(func=cmd_recording_plot)
+    for parser_ in rec_sub.choices.values():
+        parser_.add_argument("--paused", action="append", type=_paused_interval, metavar="START-END",
+                             help="a paused interval in seconds (repeatable): neither talk nor silence; by "
+                             "default those the recorder noted in FILE.json beside the WAV")
+    p = rec_sub.add_parser("list", help="calls being recorded by the running switch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_recording_list)
+    p.add_argument("--config", "-c", metavar="FILE", help=control_help)
+    for action, what in (("pause", "pause a call's recording (kept as marked silence)"),
+                         ("resume", "resume a paused recording")):
+        p = rec_sub.add_parser(action, help=what)
+        p.add_argument("call_id", metavar="CALL_ID", help="the call id (`softswitch recording list`)")
+        p.add_argument("--config", "-c", metavar="FILE", help=control_help)
+        p.set_defaults(func=cmd_recording_pause)
 
     p = sub.add_parser("cdr", help="print call detail records")
     p.add_argument("--config", "-c", metavar="FILE", help=config_help)

@@ -239,6 +239,38 @@ class IvrConfig(_Model):
         return self
 
 
+RECORD_POLICIES: tuple[str, ...] = ("off", "answer", "bridge")
+RecordPolicy = Literal["off", "answer", "bridge"]
+_NAME_FIELDS = ("date", "time", "call_id", "caller", "called", "queue", "agent")
+
+
+def _check_name_template(v: str) -> str:
+    import string
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"{v!r}: {e}") from None
+    unknown = [f for f in fields if f not in _NAME_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown variable {{{unknown[0]}}} (known: {', '.join(_NAME_FIELDS)})")
+    if "call_id" not in fields:
+        raise ValueError("must contain {call_id} (two calls must never write the same file)")
+    if v.startswith("/") or ".." in Path(v).parts:
+        raise ValueError("must be relative to recording.dir, without '..'")
+    return v
+
+
+class RecordingConfig(_Model):
+    dir: str = Field("data/recordings", min_length=1)
+    name: Annotated[str, AfterValidator(_check_name_template)] = "{date}/{call_id}"
+    format: Literal["pcm16", "ulaw"] = "pcm16"
+    mono_tracks: bool = False
+    fsync: Literal["always", "interval", "close", "never"] = "interval"
+    fsync_interval_s: float = Field(5.0, gt=0)
+    retention_days: float = Field(0.0, ge=0)
+    beep: bool = False
+
+
 class CallsConfig(_Model):
     ring_timeout_s: float = Field(60.0, gt=0)
     max_duration_s: float = Field(14400.0, gt=0)
@@ -347,6 +379,7 @@ class RouteConfig(_Model):
     prepend: str = ""
     replace: str = ""
     to: str
+    record: RecordPolicy = "off"
 
     @property
     def target(self) -> tuple[str, str | None]:
@@ -454,6 +487,7 @@ class AcdQueueConfig(_Model):
     default_handle_time_s: float = Field(180.0, gt=0)
     moh: str = ""
     overflow: str = ""
+    record: RecordPolicy = "off"
 
     @field_validator("strategy")
     @classmethod
@@ -543,6 +577,7 @@ class Config(_Model):
     calls: CallsConfig = Field(default_factory=CallsConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     ivr: IvrConfig = Field(default_factory=IvrConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -84,6 +84,9 @@ class Call:
         self._queue: Any = None           # the ACD stay (acd.service.QueueWait) while waiting in a queue
         self.queue_attempts: list[dict[str, Any]] = []   # one record per queue joined, for the CDR
         self.busy_users: list[str] = []   # agents this call makes busy (counted by the ACD at start)
+        self.recording: Any = None        # recorder.live.CallRecording, while this call is recorded
+        self.record_at_bridge = False     # a queue (or route) wants the bridged part recorded
+        self.recording_error: str | None = None   # why a wanted recording could not start
 
     # ------------------------------------------------------------------ setup
     async def start(self, groups: list[list[Target]] | None) -> None:
@@ -125,6 +128,8 @@ class Call:
             return
         self.a.answer(answer)
         self._answered()
+        if self.record_policy() == "answer":
+            self.start_recording(self.session.tap(maxsize=1000, wake_batch=10))
         if self.sw.config.media.level_meter:
             self.meter = LevelMeter(self.session.tap(wake_batch=50))  # 2 frames a tick: every 0.5 s
             self.meter_task = asyncio.ensure_future(self.meter.run())
@@ -292,6 +297,10 @@ class Call:
             return QueueOutcome("error", reason=f"no media port: {exc}")
         wait = self.sw.acd.join(self, queue, priority, skills)
         self._queue = wait
+        policy = self.sw.acd.settings[queue].record if queue in self.sw.acd.settings else "off"
+        if policy == "answer" and self.recording is None and self.session is not None:
+            self.start_recording(self.session.tap(maxsize=1000, wake_batch=10))
+        self.record_at_bridge = self.record_at_bridge or policy == "bridge"
         music = asyncio.ensure_future(self._hold(wait))
         try:
             return await asyncio.shield(wait.outcome)
@@ -368,6 +377,40 @@ class Call:
         """The ACD connected this caller to the agent whose phone answered on ``leg``."""
         self._transfer_answered(leg, response)
 
+    # ------------------------------------------------------------------ recording
+    def record_policy(self) -> str:
+        """The route's recording policy (off | answer | bridge); a queue's adds to it when the call joins."""
+        return self.sw.route_record_policy(self.decision.rule)
+
+    def start_recording(self, tap: Any) -> None:
+        """Record this call from ``tap`` on (the caller leg: what the caller says left, hears right)."""
+        if self.recording is not None:
+            self.recording.attach(tap)
+            return
+        from datetime import datetime
+        now = datetime.now().astimezone()
+        attempt = self.queue_attempts[-1] if self.queue_attempts else {}
+        variables = {"date": now.strftime("%Y-%m-%d"), "time": now.strftime("%H%M%S"),
+                     "caller": self.caller_number(), "called": self.decision.number,
+                     "queue": attempt.get("queue") or "", "agent": attempt.get("agent") or ""}
+        from ..app import build_cdr
+        meta = {"call_id": self.id, "cdr": build_cdr(self, {}).to_json_dict()}
+        self.recording = self.sw.recorder.start(self.id, variables, meta)
+        if self.recording is None:   # disk full, no permission...: the call goes on, the CDR says why
+            self.recording_error = self.sw.recorder.last_error
+            tap.close()
+            return
+        self.recording.attach(tap)
+
+    def set_recording_paused(self, paused: bool) -> bool:
+        """Pause (the stretch is kept as silence and marked) or resume; False if nothing changed."""
+        if self.recording is None:
+            return False
+        done = self.recording.pause() if paused else self.recording.resume()
+        if done:
+            self.log.info("recording %s", "paused" if paused else "resumed")
+        return done
+
     def _transfer_timeout(self) -> None:
         self.log.info("transfer: no answer within %ss", self.sw.config.calls.ring_timeout_s)
         self.groups.clear()
@@ -394,6 +437,10 @@ class Call:
         self.session = None
         self._set_remote(leg, sdp_of(response))
         self._transcode_to_caller(sdp_of(response))
+        if self.recording is not None:   # recording since the answer: the same file goes on
+            self.recording.attach(self.relay.tap("a", maxsize=1000, wake_batch=10))
+        elif self.record_at_bridge or self.record_policy() in ("answer", "bridge"):
+            self.start_recording(self.relay.tap("a", maxsize=1000, wake_batch=10))
         self.log.info("transferred: bridged to %s", leg.target.label or leg.target.uri)
         self._transfer_done(None)
 
@@ -575,6 +622,8 @@ class Call:
             leg.ack()
         self.a.answer(body)
         self._answered()
+        if self.record_policy() in ("answer", "bridge"):
+            self.start_recording(self.relay.tap("a", maxsize=1000, wake_batch=10))
 
     def _b_failed(self, leg: OutboundLeg, code: int, response: Response) -> None:
         self._leg_done(leg)
