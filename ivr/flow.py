@@ -284,6 +284,7 @@ class TransferNode(_Node):
                                                "an integer or a {{variable}} holding one")
     skills: dict[str, int] = Field(default_factory=dict, description="queue: targets only; required skill -> "
                                                                       "minimum level")
+    record: bool = Field(False, description="record the call once it is bridged (caller left, callee right)")
     failure: NodeId | None = None
 
     @model_validator(mode="after")
@@ -311,6 +312,18 @@ class RecordNode(_Node):
         return [(("next",), self.next)]
 
 
+class RecordingNode(_Node):
+    """Call recording from here: start it (the rest of the call, bridge included, goes to one file), or
+    pause/resume it around what must not be kept (a card number read out or keyed)."""
+
+    type: Literal["recording"]
+    action: Literal["start", "pause", "resume"]
+    next: NodeId
+
+    def edges(self) -> list[tuple[Loc, str]]:
+        return [(("next",), self.next)]
+
+
 class BackNode(_Node):
     """Return to the gather the caller came from (the interpreter keeps that history)."""
 
@@ -331,11 +344,11 @@ class HangupNode(_Node):
 
 NODE_CLASSES: dict[str, type[_Node]] = {
     "say": SayNode, "play": PlayNode, "gather": GatherNode, "branch": BranchNode, "set": SetNode,
-    "http": HttpNode, "transfer": TransferNode, "record": RecordNode, "back": BackNode, "goto": GotoNode,
-    "hangup": HangupNode,
+    "http": HttpNode, "transfer": TransferNode, "record": RecordNode, "recording": RecordingNode,
+    "back": BackNode, "goto": GotoNode, "hangup": HangupNode,
 }
 Node = Annotated[Union[SayNode, PlayNode, GatherNode, BranchNode, SetNode, HttpNode, TransferNode, RecordNode,
-                       BackNode, GotoNode, HangupNode], Field(discriminator="type")]
+                       RecordingNode, BackNode, GotoNode, HangupNode], Field(discriminator="type")]
 
 
 class Flow(_Model):

@@ -74,10 +74,14 @@ class SimChannel:
         return grammar.recognised(event)
 
     async def transfer(self, target: str, trunk: str | None, *, priority: int = 0,
-                       skills: dict[str, int] | None = None) -> str | None:
-        extra = "".join(f" {k}={v}" for k, v in (("priority", priority), ("skills", skills)) if v)
+                       skills: dict[str, int] | None = None, record: bool = False) -> str | None:
+        extra = "".join(f" {k}={v}" for k, v in (("priority", priority), ("skills", skills), ("record", record))
+                        if v)
         self.log.append(f"transfer: {target}{extra}")
         return self.transfer_error
+
+    async def record_call(self, action: str) -> None:
+        self.log.append(f"recording: {action}")
 
     async def record(self, max_s: int, beep: bool) -> str | None:
         self.log.append(f"record: up to {max_s} s")

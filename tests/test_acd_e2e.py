@@ -149,7 +149,8 @@ def dial_code(phone: Baresip, sip_port: int, code: str) -> None:
 
 @pytest.mark.timeout(240)
 def test_strategies_seen_from_the_agents_phones(tmp_path, switch_factory, ports, sip_port):
-    config = acd_config(sip_port, ports, queue("support", strategy="longest-idle-agent", ring_timeout_s=8),
+    config = acd_config(sip_port, ports, queue("support", strategy="longest-idle-agent", ring_timeout_s=8,
+                                               record="bridge"),
                         "".join(agent(n, {"support": 0}, logged_in=False) for n in AGENTS),
                         route("queue", "200", "queue:support"))
     ev = Evidence()
@@ -185,6 +186,11 @@ def test_strategies_seen_from_the_agents_phones(tmp_path, switch_factory, ports,
         assert len(queued) == 10, [c.get("queue") for c in cdrs]
         assert all(c["queue"]["outcome"] == "answered" and c["queue"]["agent"] in AGENTS for c in queued), \
             [c["queue"] for c in queued]
+        # the queue records from the bridge: one stereo WAV per answered call, with its statistics
+        for c in queued:
+            rec = c["recording"]
+            assert Path(rec["path"]).is_file() and rec["duration_s"] > 1.0 and "error" not in rec, rec
+            assert {"caller_talk_s", "agent_talk_s", "overlap_s", "silence_s"} <= set(rec["stats"]), rec
         status = cli_json(sw, "queue", "status")
         support = next(q for q in status if q["name"] == "support")
         assert support["offered"] == support["answered"] == 10 and support["waiting"] == 0, support

@@ -226,7 +226,7 @@ nodes:
         "F:1: start: required key is missing",
         "F:2: strat: unknown field 'strat' (did you mean 'start'?)",
         "F:4: nodes.a.type: required key is missing (one of: say, play, gather, branch, set, http, transfer, "
-        "record, back, goto, hangup)",
+        "record, recording, back, goto, hangup)",
     ]
 
 
@@ -306,7 +306,7 @@ def test_schema_file_is_up_to_date():
     schema = flow_json_schema()
     assert schema["required"] == ["name", "start", "nodes"]
     node_refs = schema["properties"]["nodes"]["patternProperties"]["^[A-Za-z0-9_.-]+$"]["oneOf"]
-    assert len(node_refs) == 11
+    assert len(node_refs) == 12
     assert schema["$defs"]["GatherNode"]["additionalProperties"] is False
 
 

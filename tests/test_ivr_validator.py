@@ -45,7 +45,7 @@ def test_valid_flow_has_no_problems(tmp_path):
 def test_unknown_node_type(tmp_path):
     assert _check(tmp_path, HEAD + MENU + BYE + "  odd:\n    type: dance\n") == [
         "F:18: node odd: type: unknown node type 'dance' (allowed: say, play, gather, branch, set, http, transfer, "
-        "record, back, goto, hangup)"]
+        "record, recording, back, goto, hangup)"]
     problems = validate_file(tmp_path / "flow.yaml")
     assert [(p.kind, p.node_id, p.line) for p in problems] == [("unknown_type", "odd", 18)]
 

@@ -253,3 +253,65 @@ def test_unwritable_recordings_dir_is_reported_and_the_call_goes_on(tmp_path, sw
         assert cdr["disposition"] == "ANSWERED" and cdr["billsec"] > 3, cdr
         assert "not-a-dir" in cdr["recording"]["error"], cdr["recording"]
         assert "cannot record to" in sw.log_tail(200) and "Traceback" not in sw.log_tail(200)
+
+
+# --- an IVR node starts the recording, pauses it around a secret, and it goes on after the bridge ---
+
+SECRET_FLOW = """\
+name: secret
+start: rec
+nodes:
+  rec: {type: recording, action: start, next: hello}
+  hello: {type: say, text: "Hello, this call is recorded.", next: hush}
+  hush: {type: recording, action: pause, next: secret}
+  secret: {type: say, text: "Please read out your card number now.", next: back}
+  back: {type: recording, action: resume, next: bob}
+  bob: {type: transfer, to: "extension:1002", failure: bye}
+  bye: {type: hangup}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_flow_records_pauses_around_a_secret_and_keeps_the_file_across_the_bridge(tmp_path, switch_factory,
+                                                                                   ports, sip_port):
+    import asyncio
+
+    from softswitch.media.tts import EspeakTts
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "secret.yaml").write_text(SECRET_FLOW)
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(8000 * 8) / 8000) * 6000).astype(np.int16)
+    agent_wav = write_wav(tmp_path / "agent.wav", tone)
+    caller_wav = write_wav(tmp_path / "caller.wav", np.zeros(8000 * 30, np.int16))
+    config = recorded_config(sip_port, ports).replace(
+        "[calls]", f'[ivr]\nflows_dir = "{flows}"\n\n[calls]', 1)
+    config += '\n[[routes]]\nname = "secret"\nexact = "300"\nto = "flow:secret"\n'
+    ev = Evidence()
+    with ev:
+        sw = ev.add(switch_factory(config, sip_port=sip_port))
+        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", agent_wav, auto_answer=True, record=False))
+        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", caller_wav, record=False))
+        agent.start(), caller.start()
+        agent.wait_registered(10), caller.wait_registered(10)
+        caller.dial(f"sip:300@{LOOPBACK}:{sip_port}")
+        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller.wait_event("CALL_CLOSED", 40)        # the agent's 8 s of tone end the call
+        cdr = sw.wait_cdrs(1, timeout=20)[0]
+        assert cdr["ivr"]["result"] == "transferred: extension:1002", cdr["ivr"]
+        rec = recording_of(cdr)
+        assert len(rec["paused"]) == 1, rec
+        tts = EspeakTts(tmp_path / "tts")
+        hello = asyncio.run(tts.synthesize("Hello, this call is recorded."))
+        secret = asyncio.run(tts.synthesize("Please read out your card number now."))
+        start, end = rec["paused"][0]
+        assert abs((end - start) - len(secret) / 8000) < 0.5, (start, end, len(secret) / 8000)
+        stereo = read_wav(Path(rec["path"]))[1]
+        heard = stereo[:, 1]                        # right: what the caller heard (prompts, then the agent)
+        from test_acd_e2e import best_window_correlation
+        assert best_window_correlation(heard, hello) > 0.6, "the recorded greeting is missing"
+        assert best_window_correlation(heard, secret) < 0.3, "the paused prompt was recorded"
+        after = heard[int(end * 8000) + 8000:]
+        spectrum = np.abs(np.fft.rfft(after.astype(np.float64)))
+        freqs = np.fft.rfftfreq(len(after), 1 / 8000)
+        share = spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0)
+        assert share > 0.3, f"the agent's tone is not on the right track after the bridge ({share:.2f})"

@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import Any
 
-from . import back, branch, gather, goto, hangup, http, play, record, say, set, transfer
+from . import back, branch, gather, goto, hangup, http, play, record, recording, say, set, transfer
 
 Handler = Callable[[str, Any, Any], Awaitable[str | None]]
 HANDLERS: MappingProxyType[str, Handler] = MappingProxyType({
     "say": say.run, "play": play.run, "gather": gather.run, "branch": branch.run, "set": set.run,
-    "http": http.run, "transfer": transfer.run, "record": record.run, "back": back.run, "goto": goto.run,
-    "hangup": hangup.run,
+    "http": http.run, "transfer": transfer.run, "record": record.run, "recording": recording.run,
+    "back": back.run, "goto": goto.run, "hangup": hangup.run,
 })

@@ -8,7 +8,8 @@ async def run(node_id, node, run) -> str | None:
         priority = int(run.render(str(node.priority)) or 0)
     except ValueError:  # a {{variable}} that does not hold a number: normal priority, never a failed call
         priority = 0
-    problem = await run.channel.transfer(run.render(node.to), node.trunk, priority=priority, skills=node.skills)
+    problem = await run.channel.transfer(run.render(node.to), node.trunk, priority=priority, skills=node.skills,
+                                         record=node.record)
     if problem is None:
         run.result = f"transferred: {node.to}"
         return None

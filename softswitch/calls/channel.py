@@ -205,8 +205,17 @@ class CallChannel:
         return round((self.loop.time() - since) * 1000, 1)
 
     async def transfer(self, target: str, trunk: str | None, *, priority: int = 0,
-                       skills: dict[str, int] | None = None) -> str | None:
+                       skills: dict[str, int] | None = None, record: bool = False) -> str | None:
+        if record:
+            self.call.record_at_bridge = True
         return await self.call.transfer(target, trunk, priority=priority, skills=skills)
+
+    async def record_call(self, action: str) -> None:
+        if action == "start":
+            if self.call.recording is None and self.call.session is not None:
+                self.call.start_recording(self.call.session.tap(maxsize=1000, wake_batch=10))
+        else:
+            self.call.set_recording_paused(action == "pause")
 
     async def record(self, max_s: int, beep: bool) -> str | None:
         """Voicemail: after a beep, what the caller says until '#', max_s, 5 s of silence after speech, or
