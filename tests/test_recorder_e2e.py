@@ -315,3 +315,39 @@ def test_flow_records_pauses_around_a_secret_and_keeps_the_file_across_the_bridg
         freqs = np.fft.rfftfreq(len(after), 1 / 8000)
         share = spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0)
         assert share > 0.3, f"the agent's tone is not on the right track after the bridge ({share:.2f})"
+
+
+# --- mu-law, per-track mono files ---------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_ulaw_recording_with_mono_tracks(tmp_path, switch_factory, ports, sip_port):
+    from softswitch.recorder.wav import read_wav as read_any
+    low = (np.sin(2 * np.pi * 500 * np.arange(8000 * 6) / 8000) * 6000).astype(np.int16)
+    high = (np.sin(2 * np.pi * 1500 * np.arange(8000 * 8) / 8000) * 6000).astype(np.int16)
+    ev = Evidence()
+    with ev:
+        sw = ev.add(switch_factory(recorded_config(sip_port, ports, 'format = "ulaw"\nmono_tracks = true\n'),
+                                   sip_port=sip_port))
+        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", write_wav(tmp_path / "hi.wav", high),
+                             auto_answer=True, record=False))
+        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", write_wav(tmp_path / "lo.wav", low), record=False))
+        agent.start(), caller.start()
+        agent.wait_registered(10), caller.wait_registered(10)
+        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
+        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller.wait_event("CALL_CLOSED", 20)
+        rec = recording_of(sw.wait_cdrs(1, timeout=20)[0])
+        assert rec["format"] == "ulaw" and len(rec["tracks"]) == 2, rec
+        rate, channels, stereo = read_any(Path(rec["path"]))
+        assert (rate, channels) == (8000, 2)
+        data_bytes = Path(rec["path"]).stat().st_size - 58          # mu-law: one byte per sample
+        assert abs(data_bytes - len(stereo) * 2) <= 1, (data_bytes, len(stereo))
+        for i, track in enumerate(rec["tracks"]):
+            mono = read_any(Path(track))[2][:, 0]
+            assert np.array_equal(mono, stereo[:, i]), f"{track} differs from channel {i} of the stereo file"
+
+        def dominant(x: np.ndarray) -> float:
+            spectrum = np.abs(np.fft.rfft(x.astype(np.float64)))
+            return float(np.fft.rfftfreq(len(x), 1 / 8000)[int(np.argmax(spectrum))])
+        mid = slice(8000, 8000 * 4)
+        assert abs(dominant(stereo[mid, 0]) - 500) < 20 and abs(dominant(stereo[mid, 1]) - 1500) < 20
