@@ -140,3 +140,26 @@ def test_slow_subscriber_is_counted_not_waited_for():
     assert result["tap"]["queued"] == 0                          # (the test drained the 10 it kept)
     assert result["received"]["callee"] >= 125 and result["received"]["caller"] >= 125  # media kept flowing
     assert result["clock"]["late_frames"] == 0 or result["clock"]["late_frames"] < result["clock"]["frames"] * 0.05
+
+
+def test_skipped_ticks_leave_a_gap_in_the_tap_index():
+    """A stalled loop makes the clock skip ticks: the tap's frame index jumps by as many, so a recorder
+    writes that stretch as silence instead of cutting it out of the timeline (found by bench/record_calls)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        low = PeerPorts().block(4, even=True)
+        engine = MediaEngine(loop, "127.0.0.1", PortAllocator(low, low + 3))
+        call = await engine.relay.create_call()
+        tap = call.tap("a")
+        now = loop.time()
+        call.tick(now)
+        call.skip(7, now)
+        call.tick(now + 0.16)
+        indices = []
+        while (frame := tap.get_nowait()) is not None:
+            indices.append((frame.stream, frame.index))
+        call.close()
+        engine.close()
+        return indices
+    indices = asyncio.run(main())
+    assert indices == [("rx", 0), ("tx", 0), ("rx", 8), ("tx", 8)], indices

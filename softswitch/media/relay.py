@@ -230,7 +230,9 @@ class RelayCall:
                           TapFrame("tx", index, heard.rtp_ts, heard.pcm, heard.kind))
 
     def skip(self, frames: int, now: float) -> None:
-        """The clock skipped ticks: the taps' jitter buffers drop that much audio too."""
+        """The clock skipped ticks: the taps' jitter buffers drop that much audio too, and the frame index
+        moves on, so a subscriber (the recorder) sees the gap and keeps its timeline whole."""
+        self._index += frames
         for stream in self._streams.values():
             stream.jitter.catch_up(frames)
 

@@ -202,6 +202,7 @@ class MediaSession:
     def skip(self, frames: int, now: float) -> None:
         """The clock skipped ``frames`` ticks: shed the delay that leaves in the jitter buffer, and let our
         RTP clock run on (the far end sees a gap, not a stream that fell behind)."""
+        self._index += frames   # tap subscribers see the skipped stretch as missing frames
         stream = self.stream
         if stream is None or self.params is None:
             return
