@@ -531,9 +531,11 @@ def analyse(result: dict) -> str:
             lines.append(f"At {s['calls']} calls the media clock skipped {s['skipped_frames']:,} frames "
                          f"({per_call:.2f} s per call) and the recordings came out "
                          f"{-s['wav_minus_billsec_s_median']:.3f} s "
-                         f"shorter than billsec (median) with `gap_frames` = {s.get('gap_frames_total')}: the skipped "
-                         f"time is cut out of the timeline, neither filled nor counted (recorder/tap bug: "
-                         f"`RelayCall.skip` does not advance the tap's frame index).")
+                         f"shorter than billsec (median) with `gap_frames` = {s.get('gap_frames_total')}"
+                         + (": the skipped time was cut out of the timeline, neither filled nor counted (the tap "
+                            "index did not advance on skipped ticks; fixed in ab9161d, after which such a stretch "
+                            "is written as silence and counted in `gap_frames`)." if not s.get("gap_frames_total")
+                            else ": the skipped time is written as silence and counted in `gap_frames`."))
     passing = [s for s in steps if s.get("passed") and s.get("cpu_ms_per_call_s")]
     if passing:
         s = max(passing, key=lambda s: s["calls"])

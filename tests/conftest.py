@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peers.netutil import free_udp_port, udp_port_bound, wait_udp_sip
+from peers.netutil import PortAllocator, free_udp_port, udp_port_bound, wait_udp_sip
 from peers.sipp import Sipp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,6 +196,17 @@ def _reap_leftover_peers():
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+@pytest.fixture(scope="module")
+def ports() -> PortAllocator:
+    """Ports for one test module's peers (SIP, RTP, control), chosen so parallel runs do not collide."""
+    return PortAllocator()
+
+
+@pytest.fixture
+def sip_port(ports: PortAllocator) -> int:
+    return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
 @pytest.fixture

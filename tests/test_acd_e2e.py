@@ -10,7 +10,6 @@ the position/EWT announcement is found in the caller's received audio (3).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peers.audio import normalised_xcorr_peak, read_wav
+from peers.audio import read_wav
 from peers.baresip import Baresip
 from peers.evidence import Evidence
 from peers.netutil import LOOPBACK, PortAllocator, free_udp_port
@@ -29,16 +28,6 @@ from peers.sipp import Sipp
 from conftest import switch_config
 
 AGENTS = ("1001", "1002", "1003")
-
-
-@pytest.fixture(scope="module")
-def ports() -> PortAllocator:
-    return PortAllocator()
-
-
-@pytest.fixture
-def sip_port(ports: PortAllocator) -> int:
-    return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
 def acd_config(sip_port: int, ports: PortAllocator, queues: str, agents: str, routes: str = "") -> str:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,6 @@ from peers.sipp import PCAP_DIR, Sipp
 from conftest import sipp_uas, switch_config
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-
-
-@pytest.fixture(scope="module")
-def ports() -> PortAllocator:
-    return PortAllocator()
-
-
-@pytest.fixture
-def sip_port(ports: PortAllocator) -> int:
-    return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
 def ivr_config(sip_port: int, ports: PortAllocator, flows_dir: Path | None = None,
@@ -99,28 +88,41 @@ def test_spoken_credit_card_reaches_credit_card(tmp_path, switch_factory, ports,
 
 # --- 2. "customer service": through the queue to an agent; or to an extension -----------
 
-@pytest.mark.timeout(120)
-def test_customer_service_reaches_an_agent_through_the_queue(tmp_path, switch_factory, ports, sip_port):
+def customer_service_to_bob(tmp_path: Path, ev: Evidence, sw, ports: PortAllocator, sip_port: int,
+                            ext: str = "100") -> tuple[dict, np.ndarray]:
+    """The caller says "customer service", then plays a 1 kHz tone that bob (1002, auto-answer) must hear
+    once bridged. Returns the call's CDR and what bob received."""
     words = read_wav(speech_wav(tmp_path / "cs.wav", "customer service", tail_s=3.0))[1]
     tone = read_wav(tone_wav(tmp_path / "tone.wav", 1000.0, 6.0))[1]
     source = write_wav(tmp_path / "caller.wav", np.concatenate([words, (tone * 0.5).astype(np.int16),
                                                                 np.zeros(8000, np.int16)]))
+    bob = ev.add(Baresip(tmp_path / "bob", user="1002", ports=ports, password="1002pass",
+                         registrar=f"{LOOPBACK}:{sip_port}", regint=600, auto_answer=True, silence_seconds=30))
+    bob.start()
+    bob.wait_registered(10)
+    try:
+        closed = call_100(tmp_path, sw, ports, source, sip_port, ext=ext)
+    finally:
+        bob_events = [str(e) for e in bob.history]
+        bob.stop()
+    assert "end of file" in closed, closed
+    assert any("CALL_ESTABLISHED" in e for e in bob_events), bob_events
+    return sw.wait_cdrs(1)[0], read_wav(bob.recordings()[1])[1].astype(np.float64)
+
+
+def tone_share(heard: np.ndarray) -> float:
+    """Share of the spectrum within 50 Hz of 1 kHz."""
+    spectrum = np.abs(np.fft.rfft(heard))
+    freqs = np.fft.rfftfreq(len(heard), 1 / 8000)
+    return float(spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0))
+
+
+@pytest.mark.timeout(120)
+def test_customer_service_reaches_an_agent_through_the_queue(tmp_path, switch_factory, ports, sip_port):
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(ivr_config(sip_port, ports, agents=("1002",)), sip_port=sip_port))
-        bob = ev.add(Baresip(tmp_path / "bob", user="1002", ports=ports, password="1002pass",
-                             registrar=f"{LOOPBACK}:{sip_port}", regint=600, auto_answer=True,
-                             silence_seconds=30))
-        bob.start()
-        bob.wait_registered(10)
-        try:
-            closed = call_100(tmp_path, sw, ports, source, sip_port)
-        finally:
-            bob_events = [str(e) for e in bob.history]
-            bob.stop()
-        assert "end of file" in closed, closed
-        assert any("CALL_ESTABLISHED" in e for e in bob_events), bob_events
-        cdr = sw.wait_cdrs(1)[0]
+        cdr, heard = customer_service_to_bob(tmp_path, ev, sw, ports, sip_port)
         ivr = ivr_of(cdr)
         assert ivr["path"] == ["main_menu", "agent_transfer"], ivr
         assert ivr["hits"][0]["keyword"] == "customer service", ivr
@@ -129,10 +131,7 @@ def test_customer_service_reaches_an_agent_through_the_queue(tmp_path, switch_fa
         assert cdr["queue"]["outcome"] == "answered" and cdr["queue"]["wait_s"] < 5, cdr["queue"]
         b = [leg for leg in cdr["legs"] if leg["role"] == "b"]
         assert b and b[0]["status"] == 200 and b[0]["target"] == "agent:1002", cdr["legs"]
-        heard = read_wav(bob.recordings()[1])[1].astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(heard))
-        freqs = np.fft.rfftfreq(len(heard), 1 / 8000)
-        share = spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0)
+        share = tone_share(heard)
         assert rms_dbfs(heard) > -40 and share > 0.2, f"the agent did not hear the caller's tone ({share:.3f})"
 
 
@@ -172,36 +171,16 @@ def test_spoken_transfer_to_a_registered_extension(tmp_path, switch_factory, por
     flows.mkdir()
     (flows / "sales.yaml").write_text(SALES_FLOW)
     (flows / "bank.yaml").write_text((Path(__file__).resolve().parent.parent / "config/flows/bank.yaml").read_text())
-    # what the caller says, then a 1 kHz tone the callee must hear once bridged
-    words = read_wav(speech_wav(tmp_path / "cs.wav", "customer service", tail_s=3.0))[1]
-    tone = read_wav(tone_wav(tmp_path / "tone.wav", 1000.0, 6.0))[1]
-    source = write_wav(tmp_path / "caller.wav", np.concatenate([words, (tone * 0.5).astype(np.int16),
-                                                                np.zeros(8000, np.int16)]))
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(ivr_config(sip_port, ports, flows), sip_port=sip_port))
-        bob = ev.add(Baresip(tmp_path / "bob", user="1002", ports=ports, password="1002pass",
-                             registrar=f"{LOOPBACK}:{sip_port}", regint=600, auto_answer=True,
-                             silence_seconds=30))
-        bob.start()
-        bob.wait_registered(10)
-        try:
-            closed = call_100(tmp_path, sw, ports, source, sip_port, ext="200")
-        finally:
-            bob_events = [str(e) for e in bob.history]
-            bob.stop()
-        assert "end of file" in closed, closed
-        assert any("CALL_ESTABLISHED" in e for e in bob_events), bob_events
-        cdr = sw.wait_cdrs(1)[0]
+        cdr, heard = customer_service_to_bob(tmp_path, ev, sw, ports, sip_port, ext="200")
         ivr = ivr_of(cdr)
         assert ivr["path"] == ["menu", "to_bob"] and ivr["result"] == "transferred: extension:1002", ivr
         b = [leg for leg in cdr["legs"] if leg["role"] == "b"]
         assert b and b[0]["status"] == 200 and b[0]["target"] == "user:1002", cdr["legs"]
-        heard = read_wav(bob.recordings()[1])[1].astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(heard))
-        freqs = np.fft.rfftfreq(len(heard), 1 / 8000)
-        share = spectrum[(freqs > 950) & (freqs < 1050)].sum() / max(spectrum.sum(), 1.0)
-        record_property("callee_1khz_share", round(float(share), 3))
+        share = tone_share(heard)
+        record_property("callee_1khz_share", round(share, 3))
         assert rms_dbfs(heard) > -40 and share > 0.2, f"callee did not hear the caller's tone ({share:.3f})"
 
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -31,16 +30,6 @@ from softswitch.media.players import load_wav
 from softswitch.config import SHIPPED_PROMPTS
 
 PCAP_DIGITS = {**{str(d): str(d) for d in range(10)}, "star": "*", "pound": "#"}
-
-
-@pytest.fixture(scope="module")
-def ports() -> PortAllocator:
-    return PortAllocator()
-
-
-@pytest.fixture
-def sip_port(ports: PortAllocator) -> int:
-    return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
 def media_config(sip_port: int, ports: PortAllocator, **kw) -> str:

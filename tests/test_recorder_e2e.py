@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,16 +28,6 @@ from peers.evidence import Evidence
 from peers.netutil import LOOPBACK, PortAllocator
 
 from conftest import switch_config
-
-
-@pytest.fixture(scope="module")
-def ports() -> PortAllocator:
-    return PortAllocator()
-
-
-@pytest.fixture
-def sip_port(ports: PortAllocator) -> int:
-    return int(os.environ.get("SOFTSWITCH_TEST_SIP_PORT", "0")) or ports.port()
 
 
 def recorded_config(sip_port: int, ports: PortAllocator, recording: str = "") -> str:
@@ -64,6 +53,18 @@ def script(tmp_path: Path, name: str, lines: list[tuple[float, str]], total_s: f
 def phone(tmp_path: Path, ports: PortAllocator, sip_port: int, user: str, source: Path, **kw) -> Baresip:
     return Baresip(tmp_path / f"phone{user}", user=user, ports=ports, password=f"{user}pass",
                    registrar=f"{LOOPBACK}:{sip_port}", regint=600, audio_source=source, **kw)
+
+
+def connect(tmp_path: Path, ports: PortAllocator, sip_port: int, ev: Evidence, caller_wav: Path,
+            agent_wav: Path, number: str = "1002") -> tuple[Baresip, Baresip]:
+    """Caller 1001 (playing ``caller_wav``) dials ``number``; agent 1002 (``agent_wav``) auto-answers."""
+    agent = ev.add(phone(tmp_path, ports, sip_port, "1002", agent_wav, auto_answer=True, record=False))
+    caller = ev.add(phone(tmp_path, ports, sip_port, "1001", caller_wav, record=False))
+    agent.start(), caller.start()
+    agent.wait_registered(10), caller.wait_registered(10)
+    caller.dial(f"sip:{number}@{LOOPBACK}:{sip_port}")
+    caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+    return caller, agent
 
 
 def lag_of(recorded: np.ndarray, source: np.ndarray, at_s: float, window_s: float = 12.0,
@@ -117,12 +118,7 @@ def test_three_minute_call_tracks_match_and_stay_aligned(tmp_path, switch_factor
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(recorded_config(sip_port, ports), sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", agent_wav, auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", caller_wav, record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, caller_wav, agent_wav)
         closed = caller.wait_event("CALL_CLOSED", total + 30)
         assert "end of file" in closed.param, closed
         rec = recording_of(sw.wait_cdrs(1, timeout=20)[0])
@@ -164,12 +160,7 @@ def test_kill_9_mid_call_recording_is_repaired_and_the_cdr_says_so(tmp_path, swi
     with ev:
         sw = ev.add(switch_factory(recorded_config(sip_port, ports, 'fsync = "interval"\nfsync_interval_s = 0.5\n'),
                                    sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", wav, auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", wav, record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, wav, wav)
         established = time.monotonic()
         time.sleep(8.0)
         sw.proc.send_signal(signal.SIGKILL)
@@ -201,12 +192,7 @@ def test_pause_and_resume_leave_marked_silence(tmp_path, switch_factory, ports, 
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(recorded_config(sip_port, ports), sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", wav, auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", wav, record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, wav, wav)
         time.sleep(4.0)
         calls = json.loads(cli(sw, "recording", "list", "--json").stdout)
         assert len(calls) == 1, calls
@@ -242,12 +228,7 @@ def test_unwritable_recordings_dir_is_reported_and_the_call_goes_on(tmp_path, sw
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(recorded_config(sip_port, ports, f'dir = "{blocker}"\n'), sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", wav, auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", wav, record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, wav, wav)
         caller.wait_event("CALL_CLOSED", 20)   # one side's 4 s of audio ended: the call ran to its end
         cdr = sw.wait_cdrs(1, timeout=20)[0]
         assert cdr["disposition"] == "ANSWERED" and cdr["billsec"] > 3, cdr
@@ -289,12 +270,7 @@ def test_flow_records_pauses_around_a_secret_and_keeps_the_file_across_the_bridg
     ev = Evidence()
     with ev:
         sw = ev.add(switch_factory(config, sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", agent_wav, auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", caller_wav, record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:300@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, caller_wav, agent_wav, number="300")
         caller.wait_event("CALL_CLOSED", 40)        # the agent's 8 s of tone end the call
         cdr = sw.wait_cdrs(1, timeout=20)[0]
         assert cdr["ivr"]["result"] == "transferred: extension:1002", cdr["ivr"]
@@ -328,13 +304,8 @@ def test_ulaw_recording_with_mono_tracks(tmp_path, switch_factory, ports, sip_po
     with ev:
         sw = ev.add(switch_factory(recorded_config(sip_port, ports, 'format = "ulaw"\nmono_tracks = true\n'),
                                    sip_port=sip_port))
-        agent = ev.add(phone(tmp_path, ports, sip_port, "1002", write_wav(tmp_path / "hi.wav", high),
-                             auto_answer=True, record=False))
-        caller = ev.add(phone(tmp_path, ports, sip_port, "1001", write_wav(tmp_path / "lo.wav", low), record=False))
-        agent.start(), caller.start()
-        agent.wait_registered(10), caller.wait_registered(10)
-        caller.dial(f"sip:1002@{LOOPBACK}:{sip_port}")
-        caller.wait_event("CALL_ESTABLISHED", 10, fail_on=("CALL_CLOSED",))
+        caller, agent = connect(tmp_path, ports, sip_port, ev, write_wav(tmp_path / "lo.wav", low),
+                                write_wav(tmp_path / "hi.wav", high))
         caller.wait_event("CALL_CLOSED", 20)
         rec = recording_of(sw.wait_cdrs(1, timeout=20)[0])
         assert rec["format"] == "ulaw" and len(rec["tracks"]) == 2, rec
