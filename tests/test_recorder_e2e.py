@@ -179,7 +179,8 @@ def test_kill_9_mid_call_recording_is_repaired_and_the_cdr_says_so(tmp_path, swi
         print(f"[measured] killed {killed_after:.2f} s after the answer; recovered {seconds:.2f} s")
         assert channels == 2 and abs(seconds - killed_after) <= 1.0, (seconds, killed_after)
         assert not list((tmp_path / "data" / "recordings").rglob("*.part")), "a .part file is left"
-        score = max(lag_of(stereo[:, i], voice, 1.0, window_s=3.0)[1] for i in (0, 1))
+        # from 3 s on (the first packets of a call meet a jitter buffer still adapting)
+        score = max(lag_of(stereo[:, i], voice, 3.0, window_s=3.0)[1] for i in (0, 1))
         assert score > 0.8, f"the recovered recording does not hold the call's audio ({score:.2f})"
 
 
