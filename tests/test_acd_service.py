@@ -102,3 +102,22 @@ def test_busy_counts_each_call_once(service):
     assert service.acd.agent_status("1001", 1000)["state"] == "busy"
     service.call_gone(second)
     assert service.acd.agent_status("1001", 1000)["state"] == "available"
+
+
+def test_a_caller_who_hangs_up_while_waiting_leaves_nothing_behind(service):
+    """Abandon: logged with position and wait, the stay resolved, and no per-caller state kept."""
+    loop = service.sw.loop
+    call = SimpleNamespace(id="c1", queue_attempts=[], busy_users=[], hangup_by="caller",
+                           caller_number=lambda: "5551234", offer_agent=lambda agent: [], users=lambda: [])
+
+    async def stay():
+        wait = service.join(call, "support")
+        assert service.waits and wait.record["position"] == 1
+        service.now[0] += 7
+        service.call_gone(call)
+        return await asyncio.wait_for(wait.outcome, 1)
+    outcome = loop.run_until_complete(stay())
+    assert outcome.kind == "gone" and not service.waits and not service.connected
+    assert call.queue_attempts[0]["outcome"] == "abandoned" and call.queue_attempts[0]["wait_s"] == 7.0
+    assert call.queue_attempts[0]["position_at_exit"] == 1
+    assert service.acd.queue_status("support", service.now[0])["abandoned"] == 1

@@ -152,6 +152,7 @@ class AcdService:
             wait.record["wait_s"] = round(now - wait.joined_at, 3)
             wait.record["outcome"] = "abandoned"
             self._feed(self.acd.caller_abandon(call.id, now))
+            del self.waits[call.id]
             self._resolve(wait, QueueOutcome("gone", reason="the caller hung up"))
         elif call.id in self.connected:
             wait = self.connected.pop(call.id)
