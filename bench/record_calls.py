@@ -5,24 +5,27 @@
     -> softswitch, route `rec` (prefix 8, stripped; `record = "answer"`) -> trunk loopback   pinned: taskset -c 0
     -> SIPp uas (bench/scenarios/uas.xml, -rtp_echo: every packet goes back)
   The same set-up as bench/relay_calls.py (4 RTP streams per call through the relay), plus the recorder: the
-  caller leg is tapped (both directions decoded into jitter buffers, one frame pair per 20 ms tick of the media
-  clock), its frames written by the recorder's worker thread as a stereo 16-bit 8 kHz WAV (left = what the caller
-  says, right = what it hears: SIPp's echo), with the talk statistics (webrtcvad per channel: "VAD on") computed
-  on the way; `[recording] format = "pcm16"`, `fsync = "interval"`, `fsync_interval_s = 5`.
+  relay appends each packet of the caller's side (both directions) to the recorder's intake as it forwards it;
+  every 250 ms the recorder's worker thread places all of them on one timeline (softswitch/recorder/timeline.py:
+  by RTP timestamp, anchored to arrival), writes every recorded call's stereo 16-bit 8 kHz WAV (left = what the
+  caller says, right = what it hears: SIPp's echo) and runs the talk statistics on it (webrtcvad per channel:
+  "VAD on"); `[recording] format = "pcm16"`, `fsync = "interval"`, `fsync_interval_s = 5`.
 
 For each step of concurrent calls N (--steps), a freshly started switch gets N calls opened at --setup-cps,
 held up for --window seconds of measurement, then hung up. Measured per step:
   - the switch's CPU over the window (utime+stime, /proc/<pid>/stat), as % of core 0 and as ms of CPU per
     call-second, split into the event loop's thread and the other threads (the recorder's workers, mostly);
   - late media frames: the media clock's counters from the switch's SIGUSR1 `stats:` line (sent when the window
-    opens and closes): (late + skipped) / (frames + skipped); only recorded calls have clock members;
+    opens and closes): (late + skipped) / (frames + skipped) (bridged calls, recorded or not, have no clock
+    members: expected 0); the recorder's counters from the same line: worker steps, steps skipped because the
+    worker was still busy, its longest step, packets too late for their stretch;
   - relay loss as bench/relay_calls.py counts it (kernel drops on the switch's RTP sockets + dropped_* counters);
   - after the step, EVERY recording: the CDR's `recording` (no `error`, `gap_frames == 0`), NAME.json next to it
     (`recording.gap_frames == 0`), NAME.wav a valid WAV (RIFF sizes = file size, 2 channels, 16 bit, 8 kHz) whose
     length is within 0.2 s of the CDR's billsec and of the recording's own duration_s, and continuous audio in
     both channels (see ZERO RUNS below); disk bytes per minute = file size / duration.
 A step passes when every call completes (SIPp and an ANSWERED CDR each), every file passes, late frames
-<= 0.5 % and >= 95 % of the N calls were up on average in the window. Steps go up until one fails, then one
+<= 0.5 %, relay loss <= 0.5 % and >= 95 % of the N calls were up on average in the window. Steps go up until one fails, then one
 step halfway back, then one "overload probe" at 1.5 x the first failing N (what an overloaded switch does to the
 files: the media clock skips ticks there). The peer, in the same run at the best N: the same calls through route
 `outbound` (prefix 9: no recording, the plain relay), for the CPU ratio recorded / plain. Last, unless
@@ -30,11 +33,10 @@ files: the media clock skips ticks there). The peer, in the same run at the best
 
 ZERO RUNS: the caller plays the A-law audio of SIPp's g711a.pcap; G.711 A-law has no code for 0 (the smallest
 magnitude decodes to +-8; 20 % of the pcap's samples are +-8: its pauses are not digital silence), so decoded
-received audio never holds an exact-zero sample. Exact zeros in a recording are inserted: the recorder's gap fill
-(a missing frame), the jitter buffer's silence (nothing to play: its loss concealment fades out over 3 frames,
-so 3+ lost packets end in zeros), or a pause. Between a channel's first and last non-zero sample no zero run may
-last longer than --max-zero-ms (10 ms: half a frame, so one missing 20 ms frame is caught; cross-fades and
-concealment may round a few samples to 0). Leading zeros (the answer comes before the caller's first packet;
+received audio never holds an exact-zero sample. Exact zeros in a recording are inserted: silence where no packet
+landed (a lost packet, one too late for its stretch, a timing correction) or a pause. Between a channel's first
+and last non-zero sample no zero run may last longer than --max-zero-ms (10 ms: half a frame, so one missing
+20 ms packet is caught). Leading zeros (the answer comes before the caller's first packet;
 the echo channel one round trip later) and trailing ones (SIPp stops its stream just before the BYE) are
 allowed up to --max-edge-ms (1000 ms) each and reported.
 
@@ -284,6 +286,10 @@ def run_step(procs: Processes, work: Path, switch: Proc, config: Path, n: int, a
         span = s1["t"] - s0["t"]
         (m0, o0), sipp0 = extra["s0"]
         (m1, o1), sipp1 = extra["s1"]
+        d = lambda key: (s1.get(key) or 0) - (s0.get(key) or 0)  # noqa: E731
+        res.update(recorder_steps=d("recorder_steps"), recorder_skipped_steps=d("recorder_skipped"),
+                   recorder_late_packets=d("recorder_late"), recorder_step_ms_max=s1.get("recorder_step_ms_max"),
+                   recorder_intake_at_end=s1.get("recorder_intake"))
         res["loop_thread_core_pct"] = round(100 * (m1 - m0) / span, 1)
         res["other_threads_core_pct"] = round(100 * (o1 - o0) / span, 1)
         res["sipp_core_pct"] = round(100 * (sipp1 - sipp0) / span, 1)
@@ -328,6 +334,8 @@ def run_step(procs: Processes, work: Path, switch: Proc, config: Path, n: int, a
         reasons.append("no measurement window (stats line missing or calls ended early)")
     elif recorded and res["late_pct"] > 100 * MAX_LATE:
         reasons.append(f"late frames {res['late_pct']} % > {100 * MAX_LATE:g} %")
+    if recorded and res["relay_loss_pct"] > 100 * MAX_LATE:
+        reasons.append(f"relay loss {res['relay_loss_pct']} % > {100 * MAX_LATE:g} %")
     if res["window_s"] and (calls_up or 0) < MIN_HELD * n:
         reasons.append(f"only {calls_up} of {n} calls up on average in the window")
     if recorded and res.get("recordings_bad"):
@@ -356,9 +364,9 @@ def start_profile(procs: Processes, work: Path, switch: Proc, base: Path, args: 
 CATEGORIES = (  # the innermost frame of a sample matching one of these names where its time went
     ("recorder: talk statistics (webrtcvad)", ("talkstats.py", "media/vad.py", "webrtcvad")),
     ("recorder: WAV writes + fsync", ("recorder/wav.py",)),
-    ("recorder: reader task (tap frames -> blocks)", ("recorder/live.py",)),
-    ("tap: jitter buffers (decode, place, pop)", ("media/jitter.py", "media/stream.py", "media/g711.py")),
-    ("tap: media clock tick / publish", ("media/clock.py", "media/tap.py")),
+    ("recorder: timeline (parse, decode, place)", ("recorder/timeline.py", "media/g711.py")),
+    ("recorder: worker step (take, pauses, energies)", ("recorder/live.py",)),
+    ("media clock, sessions, taps", ("media/clock.py", "media/tap.py", "media/jitter.py", "media/stream.py")),
     ("relay: packet receive + forward (Python)", ("media/relay.py", "media/rtp.py", "media/rtcp.py")),
     ("SIP, calls, CDR store", ("softswitch/sip", "softswitch/calls", "softswitch/cdr.py", "softswitch/store",
                                "softswitch/app.py")),
@@ -417,10 +425,12 @@ def finish_profile(procs: Processes, spy: Proc, base: Path, seconds: float, rate
 # ---------------------------------------------------------------------------------------------- report
 def rec_cells(s: dict) -> tuple:
     if s.get("recordings") is None:
-        return ("-",) * 5
+        return ("-",) * 6
     zr = s.get("max_zero_run_ms") or {}
     lead = s.get("max_lead_ms") or {}
-    return (f"{s['recordings_ok']}/{s['recordings']}", s.get("gap_frames_total"),
+    steps = (f"{s.get('recorder_steps')} ({s.get('recorder_skipped_steps')}) / {s.get('recorder_step_ms_max')}"
+             if s.get("recorder_steps") is not None else "-")
+    return (f"{s['recordings_ok']}/{s['recordings']}", s.get("gap_frames_total"), steps,
             f"{zr.get('caller')} / {zr.get('echo')}", f"{lead.get('caller')} / {lead.get('echo')}",
             f"{s['bytes_per_min'] / 1e6:.3f} MB" if s.get("bytes_per_min") else "-")
 
@@ -450,45 +460,46 @@ def report(result: dict, args: argparse.Namespace, commands: dict[str, str]) -> 
 
 Each call: SIPp uac (`uac_rtp.xml`) dials `8N`, route `rec` (prefix 8 stripped, trunk `loopback`,
 `record = "answer"`), bridged to SIPp uas `-rtp_echo` exactly as in `bench/relay_calls.py` (4 RTP streams per
-call through the relay; SIPp's `g711a.pcap` A-law audio, looped, 20 ms packets). From the answer on, the caller
-leg's media tap decodes both directions into jitter buffers, one frame pair per 20 ms tick of the switch's media
-clock, and the recorder's worker thread writes them as a stereo 16-bit 8 kHz WAV (left: the caller, right: what
-it hears, SIPp's echo) and runs the talk statistics on them (webrtcvad on each channel: "VAD on").
+call through the relay; SIPp's `g711a.pcap` A-law audio, looped, 20 ms packets). From the answer on, the relay
+appends every packet of the caller's side (both directions) to the recorder's intake as it forwards it, untouched;
+every 250 ms the recorder's one worker thread places all of them on one timeline (by RTP timestamp, anchored to
+arrival: `softswitch/recorder/timeline.py`), writes each call's stereo 16-bit 8 kHz WAV 250 ms behind real time
+(left: the caller, right: what it hears, SIPp's echo) and runs the talk statistics on it (webrtcvad on each
+channel: "VAD on"; frames under the -45 dBFS level floor are not shown to it).
 Config added to the one above: `[recording] dir = "recordings"`, `name = "{{date}}/{{call_id}}"`,
 `format = "{args.format}"`, `mono_tracks = false`, `fsync = "interval"`, `fsync_interval_s = {FSYNC_INTERVAL_S:g}`,
 the route `rec`, and `[log] level = "INFO"` (for the SIGUSR1 `stats:` line). Switch pinned to core 0, both SIPp
 to core 1, a fresh switch per step.
 
 Method: CPU = the switch's utime+stime over the window (`/proc`), split into the event loop's thread + the other
-threads (the recorder's 2 workers, the CDR store), in ms per call-second (divided by the average number of
+threads (the recorder's worker, the CDR store), in ms per call-second (divided by the average number of
 answered calls in the window). Late frames = the media clock's (late + skipped) / (frames + skipped) between
-SIGUSR1 `stats:` lines at both ends of the window (a frame is late > 10 ms after its tick was due). Relay loss as
-`relay_calls.py` counts it. After each step every recording is checked: CDR `recording` without `error` and
-with `gap_frames == 0`, NAME.json likewise, NAME.wav a valid WAV (RIFF sizes match the file, 2 × 16 bit,
+SIGUSR1 `stats:` lines at both ends of the window (a frame is late > 10 ms after its tick was due; bridged calls
+have no clock members, so this stays 0 unless something else ticks). Relay loss as `relay_calls.py` counts it.
+After each step every recording is checked: CDR `recording` without `error` and with `gap_frames == 0` (packets
+that came after their stretch had been written), NAME.json likewise, NAME.wav a valid WAV (RIFF sizes match the file, 2 × 16 bit,
 8 kHz), its length within {DUR_TOL_S} s of the CDR's billsec and of `duration_s`, and **timeline continuity**:
 G.711 A-law cannot encode 0 (the smallest magnitude decodes to ±8; the pcap's pauses are ±8, not digital
-silence), so any exact-zero sample in a recording was inserted (recorder gap fill, jitter-buffer silence after
-3+ lost packets, pause); between a channel's first and last non-zero sample no zero run may exceed
-{args.max_zero_ms:g} ms (one missing 20 ms frame is caught; a few rounded samples in a cross-fade are not), and
+silence), so any exact-zero sample in a recording was inserted (no packet landed there: lost, too late, a timing
+correction; or a pause); between a channel's first and last non-zero sample no zero run may exceed
+{args.max_zero_ms:g} ms (one missing 20 ms packet is caught), and
 leading/trailing zeros (answer before the first packet, echo one round trip later; SIPp stops its stream just
 before the BYE) must stay ≤ {args.max_edge_ms:g} ms. Disk = file size / duration. A step passes when every
-call completes, every file passes, late frames ≤ {100 * MAX_LATE:g} % and ≥ 95 % of the calls were up on average
-in the window. Steps go up until one fails, then one step halfway back, then one "overload probe" at 1.5 × the
-first failing N, to see what an overloaded switch does to the files. Tap drops are not in the `stats:` line; a
-dropped tap frame would show as `gap_frames` (the
-recorder writes the missing index as silence) and as a zero run.
+call completes, every file passes, late frames and relay loss ≤ {100 * MAX_LATE:g} % each and ≥ 95 % of the calls
+were up on average in the window. Steps go up until one fails, then one step halfway back, then one "overload
+probe" at 1.5 × the first failing N, to see what an overloaded switch does to the files.
 
-**Max concurrent recorded calls on one core with every file gap-free and ≤ 0.5 % late frames: {best:,}**
+**Max concurrent recorded calls on one core with every file gap-free and ≤ 0.5 % relay loss: {best:,}**
 (goal: ≥ {GOAL}). {verdict}
 
 {md_table(("calls", "up all window / avg", "answered", "setup s (avg ± sd)", "late frames", "switch % of core 0 "
            "(loop + other threads)", "loop waiting for core 0 %", "ms CPU per call-s", "relay loss", "files ok",
-           "gap_frames",
+           "gap_frames", "recorder steps (skipped) / longest ms",
            "longest inner zero run ms (caller / echo)", "max leading zeros ms (caller / echo)", "disk per minute",
            "SIPp % of core 1", "pass"), rows)}
 
-Peer in the same run: the same calls through route `outbound` (prefix 9, not recorded: the plain relay, no
-decoding, no media clock), same N, timing and SIPp set-up:
+Peer in the same run: the same calls through route `outbound` (prefix 9, not recorded: the plain relay), same N,
+timing and SIPp set-up:
 
 {md_table(("calls", "answered", "avg up", "relay loss", "switch % of core 0", "ms CPU per call-s (plain)",
            "ms CPU per call-s (recorded)", "recorded / plain"), peer_rows) if peer_rows else '(not run)'}
@@ -512,11 +523,14 @@ def analyse(result: dict) -> str:
         f = fails[0]
         lines.append(f"First failing step, {f['calls']} calls: {f['reason']}; the switch used "
                      f"{f.get('switch_core_pct')} % of core 0 (event loop thread {f.get('loop_thread_core_pct')} %, "
-                     f"other threads {f.get('other_threads_core_pct')} %), {f.get('tick_wall_pct')} % of the window "
-                     f"inside media ticks; SIPp {f.get('sipp_core_pct')} % of core 1.")
+                     f"other threads {f.get('other_threads_core_pct')} %); SIPp {f.get('sipp_core_pct')} % of core 1.")
         if f.get("problems_first"):
             lines.append("Its first failed files: " + "; ".join(f"`{x}`" for x in f["problems_first"][:3]) + ".")
     for s in sorted(steps, key=lambda s: s["calls"]):
+        if s.get("recorder_skipped_steps"):
+            lines.append(f"At {s['calls']} calls the recorder's worker was still busy at {s['recorder_skipped_steps']} "
+                         f"of its 250 ms wake-ups (longest step {s.get('recorder_step_ms_max')} ms; it then takes a "
+                         f"bigger batch), {s.get('recorder_late_packets')} packets came too late for their stretch.")
         if s.get("late_pct", 0) > 100 * MAX_LATE and (s.get("switch_core_pct") or 100) < 85:
             lines.append(f"At {s['calls']} calls frames ran late ({s['late_pct']} %, up to "
                          f"{s.get('max_late_ms_run')} ms) with core 0 only {s.get('switch_core_pct')} % busy: the "
@@ -526,23 +540,14 @@ def analyse(result: dict) -> str:
                          f"switch's own threads ({s.get('other_threads_core_pct')} % of the core: the recorder's "
                          f"workers, "
                          f"pinned with it) and contending with it for the GIL.")
-        if s.get("skipped_frames") and s.get("wav_minus_billsec_s_median") is not None:
-            per_call = 0.02 * s["skipped_frames"] / s["calls"]
-            lines.append(f"At {s['calls']} calls the media clock skipped {s['skipped_frames']:,} frames "
-                         f"({per_call:.2f} s per call) and the recordings came out "
-                         f"{-s['wav_minus_billsec_s_median']:.3f} s "
-                         f"shorter than billsec (median) with `gap_frames` = {s.get('gap_frames_total')}"
-                         + (": the skipped time was cut out of the timeline, neither filled nor counted (the tap "
-                            "index did not advance on skipped ticks; fixed in ab9161d, after which such a stretch "
-                            "is written as silence and counted in `gap_frames`)." if not s.get("gap_frames_total")
-                            else ": the skipped time is written as silence and counted in `gap_frames`."))
     passing = [s for s in steps if s.get("passed") and s.get("cpu_ms_per_call_s")]
     if passing:
         s = max(passing, key=lambda s: s["calls"])
         lines.append(f"At {s['calls']} calls a recorded call costs {s['cpu_ms_per_call_s']} ms of CPU per call-second "
                      f"({s.get('loop_thread_core_pct')} % of core 0 on the event loop's thread, "
-                     f"{s.get('other_threads_core_pct')} % on the other threads; {s.get('tick_wall_pct')} % of "
-                     f"the window inside media ticks): linearly {s.get('calls_per_core_linear'):,} calls per core. "
+                     f"{s.get('other_threads_core_pct')} % on the other threads, the recorder's worker; its longest "
+                     f"step {s.get('recorder_step_ms_max')} ms): linearly {s.get('calls_per_core_linear'):,} calls "
+                     f"per core. "
                      f"Disk: {s.get('bytes_per_min'):,} bytes per minute of recording "
                      f"(pcm16 stereo 8 kHz is 1,920,000 + the 44-byte header; NAME.json ≈ "
                      f"{s.get('json_bytes_avg')} bytes).")
@@ -558,18 +563,14 @@ def analyse(result: dict) -> str:
         lines.append(f"Profile (py-spy {prof['rate_hz']} Hz, `--nonblocking --threads`, from core 1) of an extra "
                      f"recorded step at {prof['calls']} calls (switch {prof.get('step_switch_core_pct')} % of core 0), "
                      f"{prof['seconds']:g} s, {prof['samples']:,} samples, in % of them: by thread {threads}; by "
-                     f"where the innermost switch frame is: {cats}. Hottest lines (self): {leaves} (relay.py:86/88 "
-                     f"is the relay's `sendto`; `Runner.run` = time in uvloop's C code: socket reads, epoll, "
-                     f"callbacks, wake-ups from the executor).")
+                     f"where the innermost switch frame is: {cats}. Hottest lines (self): {leaves} (`Runner.run` = "
+                     f"time in uvloop's C code: socket reads and sends, epoll, callbacks).")
         share = prof["share_by_category"]
-        rec = sum(v for k, v in share.items() if k.startswith(("recorder", "tap:")))
-        lines.append(f"Bottleneck: recording-specific Python work (decoding both directions into jitter buffers on "
-                     f"every packet, the clock's frame pairs, the recorder's reader task, WAV writes, VAD) is {rec:.0f} % "
-                     f"of the samples, the VAD alone {share.get('recorder: talk statistics (webrtcvad)', 0)} %; the "
-                     f"rest is the relay itself plus uvloop, busier than for a plain call (more callbacks and "
-                     f"executor wake-ups). No single hot spot dominates: the cost is the sum of per-packet and "
-                     f"per-frame Python work; and before the core is saturated, the late frames come from the "
-                     f"recorder's threads sharing the event loop's core (and GIL).")
+        rec = sum(v for k, v in share.items() if k.startswith("recorder"))
+        lines.append(f"Where a recorded call's core goes: recording-specific work (the worker's timeline, writes, "
+                     f"VAD and statistics) is {rec:.0f} % of the samples, the VAD alone "
+                     f"{share.get('recorder: talk statistics (webrtcvad)', 0)} %; the rest is the relay itself "
+                     f"(Python per packet, plus uvloop's socket calls and epoll).")
     problems = result.get("switch_log_problem_lines")
     if problems:
         kinds = sorted({re.sub(r"^\S+ \S+ (\S+) \S+ (call=\S+ )?", r"\1 ", x)[:100]
@@ -709,7 +710,7 @@ def render(path: Path, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_step_options(p, "50,60,70,80,100,150,200,300,400,500", 20.0)
+    add_step_options(p, "100,200,300,400,500,600,700,800", 20.0)
     p.add_argument("--format", choices=("pcm16", "ulaw"), default="pcm16", help="[recording] format (pcm16)")
     p.add_argument("--max-zero-ms", type=float, default=10.0,
                    help="longest run of exact-zero samples allowed inside a channel's audio (10 ms)")

@@ -157,9 +157,10 @@ class Switch:
         """SIGUSR1: one line of live counters (calls, media clock, CPU, GC) for operators and benchmarks."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         media = self.media.stats()
-        log.info("stats: calls=%d cdrs=%d refused_overload=%d cpu_s=%.3f %s %s", len(self.calls),
-                 self.cdrs_written, self.refused_overload, usage.ru_utime + usage.ru_stime, " ".join(f"media_{k}={v}" for k, v in media.items()),
-                 self.gc_watch.summary())
+        log.info("stats: calls=%d cdrs=%d refused_overload=%d cpu_s=%.3f %s %s %s", len(self.calls),
+                 self.cdrs_written, self.refused_overload, usage.ru_utime + usage.ru_stime,
+                 " ".join(f"media_{k}={v}" for k, v in media.items()),
+                 " ".join(f"recorder_{k}={v}" for k, v in self.recorder.stats().items()), self.gc_watch.summary())
 
     def store_call(self, method: str, *args: Any) -> None:
         """Fire-and-forget a store write on the store's own thread; failures are logged, never raised."""
@@ -389,15 +390,15 @@ class Switch:
         call.close_media()
         cdr = build_cdr(call, stats)
         if call.recording is not None:   # the CDR links the finished files and their statistics
-            task = asyncio.ensure_future(self._save_recorded(call, cdr))
+            task = asyncio.ensure_future(self._save_recorded(call, cdr, time.monotonic()))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
             return
         self._save_cdr(call, cdr)
 
-    async def _save_recorded(self, call: Call, cdr: CDR) -> None:
+    async def _save_recorded(self, call: Call, cdr: CDR, ended: float) -> None:
         try:
-            cdr.recording = await self.recorder.finish(call.id)
+            cdr.recording = await self.recorder.finish(call.id, ended)   # the file ends with the call, not later
         except Exception as exc:  # noqa: BLE001 - the CDR is written whatever happened to the file
             call.log.exception("recording: %s", exc)
             cdr.recording = {"path": str(call.recording.path), "error": str(exc)}
@@ -444,7 +445,7 @@ class Switch:
             return {"call_id": call.id, "paused": call.recording.paused, "marks": call.recording.pause_marks}
         if cmd == "recording.list":
             return [{"call_id": cid, "path": str(r.path), "paused": r.paused,
-                     "duration_s": round(r.frames * 0.02, 1)} for cid, r in self.recorder.active.items()]
+                     "duration_s": round(r.duration_s, 1)} for cid, r in self.recorder.active.items()]
         return self.acd.control(request)
 
 

@@ -70,26 +70,23 @@ def connect(tmp_path: Path, ports: PortAllocator, sip_port: int, ev: Evidence, c
 def lag_of(recorded: np.ndarray, source: np.ndarray, at_s: float, window_s: float = 12.0,
            search_s: float = 1.0) -> tuple[int, float]:
     """Where ``source[at_s : at_s + window_s]`` sits in ``recorded`` (lag in samples, recorded later = +),
-    and how well it matches (normalised correlation)."""
+    and how well it matches (normalised correlation), searched at every sample (the recorder places packets
+    by timestamp, so a party's lag can be any number of samples)."""
     a, n, m = int(at_s * 8000), int(window_s * 8000), int(search_s * 8000)
     ref = source[a:a + n].astype(np.float64)
-    best, best_lag = -1.0, 0
-    seg_all = recorded.astype(np.float64)
-    for lag in range(-m, m + 1, 8):                      # coarse, then fine around the best
-        seg = seg_all[a + lag:a + lag + n]
-        if len(seg) < n:
-            continue
-        c = float(np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref) + 1e-9))
-        if c > best:
-            best, best_lag = c, lag
-    for lag in range(best_lag - 8, best_lag + 9):
-        seg = seg_all[a + lag:a + lag + n]
-        if len(seg) < n:
-            continue
-        c = float(np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref) + 1e-9))
-        if c > best:
-            best, best_lag = c, lag
-    return best_lag, best
+    lo = max(0, a - m)
+    seg = recorded[lo:a + n + m].astype(np.float64)
+    if len(seg) < n or not ref.any():
+        return 0, 0.0
+    size = 1 << int(np.ceil(np.log2(len(seg) + n)))
+    corr = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(ref, size)), size)[:len(seg) - n + 1]
+    energy = np.concatenate([[0.0], np.cumsum(seg ** 2)])
+    ref_energy = float(ref @ ref)
+    # a near-silent window must not win by its tiny norm (nor by the cumsum's rounding)
+    norms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.01 * ref_energy) * ref_energy)
+    scores = corr / norms
+    k = int(np.argmax(scores))
+    return lo + k - a, float(scores[k])
 
 
 def cli(sw, *args: str) -> subprocess.CompletedProcess:

@@ -113,7 +113,8 @@ LOUD = np.full(FRAME, 3000, np.int16)  # -21 dBFS: well over the level floor
 
 def scripted(flags: str, frame: np.ndarray = LOUD, **kwargs) -> list[tuple[int, str]]:
     d = SpeechDetector(**kwargs)
-    d._vad = ScriptedVad(flags)  # type: ignore[assignment]
+    vad = ScriptedVad(flags)
+    d._process = lambda _handle, rate, buf, _n: vad.is_speech(buf, rate)  # type: ignore[assignment]
     return [(i, e) for i in range(len(flags)) if (e := d.feed(frame)) is not None]
 
 
@@ -132,7 +133,8 @@ def test_end_needs_hangover_frames_unvoiced_after_speech():
 def test_counters_and_talk_time():
     flags = "0111" + "0" * 15 + "11"
     d = SpeechDetector()
-    d._vad = ScriptedVad(flags)  # type: ignore[assignment]
+    vad = ScriptedVad(flags)
+    d._process = lambda _handle, rate, buf, _n: vad.is_speech(buf, rate)  # type: ignore[assignment]
     for _ in flags:
         d.feed(LOUD)
     assert (d.total_frames, d.voiced_frames, d.speaking) == (len(flags), 5, False)

@@ -129,7 +129,7 @@ class Call:
         self.a.answer(answer)
         self._answered()
         if self.record_policy() == "answer":
-            self.start_recording(self.session.tap(maxsize=1000, wake_batch=10))
+            self.start_recording(self.session)
         if self.sw.config.media.level_meter:
             self.meter = LevelMeter(self.session.tap(wake_batch=50))  # 2 frames a tick: every 0.5 s
             self.meter_task = asyncio.ensure_future(self.meter.run())
@@ -299,7 +299,7 @@ class Call:
         self._queue = wait
         policy = self.sw.acd.settings[queue].record if queue in self.sw.acd.settings else "off"
         if policy == "answer" and self.recording is None and self.session is not None:
-            self.start_recording(self.session.tap(maxsize=1000, wake_batch=10))
+            self.start_recording(self.session)
         self.record_at_bridge = self.record_at_bridge or policy == "bridge"
         music = asyncio.ensure_future(self._hold(wait))
         try:
@@ -382,10 +382,11 @@ class Call:
         """The route's recording policy (off | answer | bridge); a queue's adds to it when the call joins."""
         return self.sw.route_record_policy(self.decision.rule)
 
-    def start_recording(self, tap: Any) -> None:
-        """Record this call from ``tap`` on (the caller leg: what the caller says left, hears right)."""
+    def start_recording(self, source: Any) -> None:
+        """Record this call from ``source`` on (the caller leg's session or relay: what the caller says left,
+        what it hears right)."""
         if self.recording is not None:
-            self.recording.attach(tap)
+            self.recording.attach(source)
             return
         from datetime import datetime
         now = datetime.now().astimezone()
@@ -398,9 +399,8 @@ class Call:
         self.recording = self.sw.recorder.start(self.id, variables, meta)
         if self.recording is None:   # disk full, no permission...: the call goes on, the CDR says why
             self.recording_error = self.sw.recorder.last_error
-            tap.close()
             return
-        self.recording.attach(tap)
+        self.recording.attach(source)
 
     def set_recording_paused(self, paused: bool) -> bool:
         """Pause (the stretch is kept as silence and marked) or resume; False if nothing changed."""
@@ -438,9 +438,9 @@ class Call:
         self._set_remote(leg, sdp_of(response))
         self._transcode_to_caller(sdp_of(response))
         if self.recording is not None:   # recording since the answer: the same file goes on
-            self.recording.attach(self.relay.tap("a", maxsize=1000, wake_batch=10))
+            self.recording.attach(self.relay)
         elif self.record_at_bridge or self.record_policy() in ("answer", "bridge"):
-            self.start_recording(self.relay.tap("a", maxsize=1000, wake_batch=10))
+            self.start_recording(self.relay)
         self.log.info("transferred: bridged to %s", leg.target.label or leg.target.uri)
         self._transfer_done(None)
 
@@ -623,7 +623,7 @@ class Call:
         self.a.answer(body)
         self._answered()
         if self.record_policy() in ("answer", "bridge"):
-            self.start_recording(self.relay.tap("a", maxsize=1000, wake_batch=10))
+            self.start_recording(self.relay)
 
     def _b_failed(self, leg: OutboundLeg, code: int, response: Response) -> None:
         self._leg_done(leg)

@@ -213,7 +213,7 @@ class CallChannel:
     async def record_call(self, action: str) -> None:
         if action == "start":
             if self.call.recording is None and self.call.session is not None:
-                self.call.start_recording(self.call.session.tap(maxsize=1000, wake_batch=10))
+                self.call.start_recording(self.call.session)
         else:
             self.call.set_recording_paused(action == "pause")
 

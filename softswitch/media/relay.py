@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from time import monotonic as _monotonic
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ class _Endpoint(asyncio.DatagramProtocol):
     """One socket of a side. ``peer`` is the endpoint whose socket faces the other party (itself for echo)."""
 
     __slots__ = ("transport", "peer", "on_lost", "min_len", "remote", "hold", "latched", "dest", "feed", "transform",
-                 "packets_in", "bytes_in", "packets_out", "bytes_out",
+                 "record", "record_id", "packets_in", "bytes_in", "packets_out", "bytes_out",
                  "dropped_source", "dropped_malformed", "dropped_unroutable")
 
     def __init__(self, min_len: int) -> None:
@@ -52,6 +53,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.dest: Address | None = None  # where packets for this endpoint's party go; None = nowhere
         self.feed: Callable[[bytes], None] | None = None  # a tap's decoder, or RTCP report parsing
         self.transform: Callable[[bytes], bytes] | None = None  # transcoding between the legs' codecs
+        self.record: list[tuple[int, float, bytes]] | None = None  # a recorder's intake: (record_id, arrival, packet)
+        self.record_id = 0
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.dropped_source = self.dropped_malformed = self.dropped_unroutable = 0
 
@@ -77,6 +80,8 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.bytes_in += len(data)
             if self.feed is not None:
                 self.feed(data)
+            if self.record is not None:
+                self.record.append((self.record_id, _monotonic(), data))
             if self.transform is not None:
                 data = self.transform(data)
             peer = self.peer
@@ -186,8 +191,8 @@ class RelaySide:
 class RelayCall:
     """Two linked sides: ``a`` faces the caller's leg, ``b`` the callee's.
 
-    Packets are forwarded untouched (or transcoded by byte translation) on the hot path. Taps are
-    the exception: while one is attached, each side's packets are also decoded into a jitter buffer
+    Packets are forwarded untouched (or transcoded by byte translation) on the hot path; a recording
+    only appends each one to the recorder's intake (``record``). Taps are the exception: while one is attached, each side's packets are also decoded into a jitter buffer
     and the media clock draws one frame per side per tick, so both directions share one timeline.
     """
 
@@ -217,6 +222,18 @@ class RelayCall:
             self._clock.add(self)
         point = self.tap_points.setdefault(leg, TapPoint())
         return point.attach(maxsize, wake_batch)
+
+    def record(self, intake: list[tuple[int, float, bytes]], said: int, heard: int, leg: str = "a") -> None:
+        """Hand every RTP packet to a recorder's intake as it is relayed, untouched: what ``leg``'s party sends
+        as stream ``said``, what the other party sends (what ``leg``'s party hears) as ``heard``."""
+        if leg not in ("a", "b"):
+            raise ValueError(f"no leg {leg!r} (a or b)")
+        mine, other = (self.a, self.b) if leg == "a" else (self.b, self.a)
+        mine._rtp.record, mine._rtp.record_id = intake, said
+        other._rtp.record, other._rtp.record_id = intake, heard
+
+    def unrecord(self) -> None:
+        self.a._rtp.record = self.b._rtp.record = None
 
     def tick(self, now: float) -> None:
         index = self._index

@@ -84,6 +84,7 @@ class MediaSession:
         self.params: StreamParams | None = None
         self.echo = False
         self.taps = TapPoint()
+        self._record: tuple[list[tuple[int, float, bytes]], int, int] | None = None  # see ``record``
         self._index = 0
         self._dest: tuple[str, int] | None = None
         self._rtcp_dest: tuple[str, int] | None = None
@@ -144,6 +145,8 @@ class MediaSession:
         if self._latched is None:
             self._latched = addr
             self._route()
+        if self._record is not None:
+            self._record[0].append((self._record[1], time.monotonic(), data))
         if stream.key_down and self._playback is not None:
             self._barge("dtmf")
         if event is not None:
@@ -253,8 +256,11 @@ class MediaSession:
         else:
             tx = SILENCE
         data = stream.send_frame(tx)
-        if data is not None and self._dest is not None:
-            self.rtp.transport.sendto(data, self._dest)  # type: ignore[union-attr]
+        if data is not None:
+            if self._dest is not None:
+                self.rtp.transport.sendto(data, self._dest)  # type: ignore[union-attr]
+            if self._record is not None:
+                self._record[0].append((self._record[2], time.monotonic(), data))
         if self.taps.taps:
             self.taps.publish(TapFrame("rx", index, frame.rtp_ts, rx, frame.kind),
                               TapFrame("tx", index, None, tx, "audio" if tx is not SILENCE else "silence"))
@@ -341,6 +347,14 @@ class MediaSession:
         for digit in digits:
             self.stream.queue_dtmf(digit, duration_ms)
 
+    def record(self, intake: list[tuple[int, float, bytes]], said: int, heard: int) -> None:
+        """Hand a recorder every RTP packet of this leg: what the party sends as stream ``said``, what we send
+        it as ``heard`` (``(stream, monotonic arrival, packet)`` appended to ``intake``)."""
+        self._record = (intake, said, heard)
+
+    def unrecord(self) -> None:
+        self._record = None
+
     def tap(self, maxsize: int = 500, wake_batch: int = 1) -> Tap:
         """Subscribe to both directions: "rx" (the party speaking) and "tx" (what we play to it)."""
         return self.taps.attach(maxsize, wake_batch)
@@ -365,6 +379,7 @@ class MediaSession:
         self.engine.session_closed(self)
         self._end_playback("closed")
         self.taps.close()
+        self._record = None   # the relay takes over (CallRecording.attach)
         return [self.rtp.transport, self.rtcp.transport], [self._latched, self._rtcp_latched], self.params
 
     def close(self) -> None:
@@ -376,6 +391,7 @@ class MediaSession:
         self.engine.session_closed(self)
         self._end_playback("closed")
         self.taps.close()
+        self._record = None
         if self.stream is not None and self._rtcp_dest is not None and self.rtcp.transport is not None:
             try:
                 self.rtcp.transport.sendto(self.stream.rtcp_bye(self.loop.time()), self._rtcp_dest)

@@ -1,15 +1,18 @@
-"""The recorder on live calls: one ``CallRecording`` per recorded call, fed by the media taps.
+"""The recorder on live calls: one ``CallRecording`` per recorded call, all of them written by one worker thread.
 
-A call's caller leg is tapped (``rx`` = what the caller says -> left channel, ``tx`` = what the caller
-hears, i.e. the agent/callee -> right channel). Within one tap both directions share the media clock's
-frame index, and a missing index (a slow reader) is written as silence, so the two tracks can never
-drift. When the source changes (a flow's terminated session is bridged to an agent: the session's tap
-closes and the relay's opens) the gap is filled from the loop clock. Frames are written and the talk
-statistics computed in the recorder's worker thread, never on the event loop; a disk error stops that
-recording (logged, and in the CDR), never the call.
+Media code (the terminated session during an IVR, the relay once bridged) only appends each RTP packet of a
+recorded leg to the shared ``Timeline.intake``: what the caller sends (left channel) and what the caller hears,
+i.e. the agent/callee or the flow's prompts (right channel). Every ``batch_s`` the worker takes the whole intake,
+places the packets of every recorded call on one sample clock (``timeline.py``: by RTP timestamp, anchored to
+arrival), and hands each call its stereo block ``delay_s`` behind real time: pauses zeroed, written, and fed to
+the talk statistics (webrtcvad), all calls at once. The event loop does no decoding and no per-frame work for a
+recording, and nothing about a recording ever waits for the disk. When the source changes (a flow's terminated
+session is bridged to an agent) the timeline simply goes on: the caller's stream keeps its anchor, the other
+side's new SSRC is anchored where it is heard. A disk error stops that recording (logged, and in the CDR), never
+the call.
 
-Files: ``NAME.wav.part`` while recording (``NAME.json.part`` holds the call's identity, for the repair
-after a crash), then ``NAME.wav`` and ``NAME.json`` (the statistics) once closed.
+Files: ``NAME.wav.part`` while recording (``NAME.json.part`` holds the call's identity, for the repair after a
+crash), then ``NAME.wav`` and ``NAME.json`` (the statistics) once closed.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..media.tap import Tap, TapClosed
-from .talkstats import TalkStats
+from .talkstats import TalkStats, frame_energies
+from .timeline import FRAME, RATE, Timeline
 from .wav import RecordingError, WavWriter, find_parts, repair, retention
 
 if TYPE_CHECKING:
@@ -36,8 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("softswitch.recorder")
 
-FRAME = 160
-FRAME_S = 0.020
+FRAME_S = FRAME / RATE
 _UNSAFE = re.compile(r"[^A-Za-z0-9+_.@-]")
 
 
@@ -57,167 +59,128 @@ def _write_json(path: Path, data: dict, fsync: bool) -> None:
     os.replace(tmp, path)
 
 
+class PacketSource(Protocol):
+    """A leg's media that can feed a recording (MediaSession, or RelayCall for its caller side)."""
+
+    def record(self, intake: list[tuple[int, float, bytes]], said: int, heard: int) -> None: ...
+
+    def unrecord(self) -> None: ...
+
+
 @dataclass(eq=False)
 class CallRecording:
-    """One call's recording (single owner: its reader task; disk work in the recorder's thread)."""
+    """One call's recording. The event loop attaches sources, pauses and closes; the worker writes."""
 
     path: Path                      # final NAME.wav
     writers: list[WavWriter]        # stereo first, then the optional mono tracks
     stats: TalkStats
     meta: dict[str, Any]
-    executor: ThreadPoolExecutor
-    loop: asyncio.AbstractEventLoop
-    started: float = 0.0            # loop time of frame 0
-    frames: int = 0                 # frames on the timeline so far
+    recorder: "Recorder"
+    slot: int                       # the timeline's slot: streams 2*slot (caller) and 2*slot + 1 (what it hears)
+    start: int                      # timeline position of the first sample
+    written: int = 0                # position up to which the file is written (worker)
+    end: int | None = None          # position of the last sample, once closing
     paused: bool = False
-    pause_marks: list[list[float]] = field(default_factory=list)
     error: str | None = None
     closed: bool = False
     sources: int = 0
-    gap_frames: int = 0             # silence written for missing frames (reader too slow / source change)
-    _stats_paused: bool = False
-    _task: asyncio.Task[None] | None = None
-    _tap: Tap | None = None
-    _closing: asyncio.Event = field(default_factory=asyncio.Event)
+    _pauses: list[list[int | None]] = field(default_factory=list)  # [start, end | None] timeline positions
+    _source: PacketSource | None = None
+
+    @property
+    def pause_marks(self) -> list[list[float]]:
+        """``[[start, end], ...]`` seconds from the start of the file (end = start while still paused)."""
+        return [[round((int(p0 or 0) - self.start) / RATE, 3),
+                 round((int(p1 if p1 is not None else p0 or 0) - self.start) / RATE, 3)] for p0, p1 in self._pauses]
+
+    @property
+    def duration_s(self) -> float:
+        return round(max(0, self.written - self.start) / RATE, 3)
+
+    @property
+    def gap_frames(self) -> int:
+        """Packets that came after their stretch was written (so it holds silence): the recorder fell behind."""
+        c = self.recorder.timeline
+        return int(c.late[2 * self.slot] + c.late[2 * self.slot + 1])
 
     # ------------------------------------------------------------------ sources
-    def attach(self, tap: Tap) -> None:
-        """Record from ``tap`` from now on (a new source after a hand-over continues the same timeline)."""
+    def attach(self, source: PacketSource) -> None:
+        """Record from ``source`` from now on (a new source after a hand-over continues the same timeline)."""
         if self.closed:
-            tap.close()
             return
-        if self._tap is not None:
-            self._tap.close()
-        self._tap = tap
+        if self._source is not None and self._source is not source:
+            self._source.unrecord()
+        self._source = source
         self.sources += 1
-        if self._task is None:
-            self.started = self.loop.time()
-        self._task_for(tap)
-
-    def _task_for(self, tap: Tap) -> None:
-        previous = self._task
-        self._task = self.loop.create_task(self._read(tap, previous))
-
-    async def _read(self, tap: Tap, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:   # the old source finishes first (frames in order)
-            await asyncio.gather(previous, return_exceptions=True)
-        # the timeline continues where the clock says it is now (a source change leaves a gap)
-        due = int(round((self.loop.time() - self.started) / FRAME_S))
-        if self.frames and due > self.frames:
-            await self._write_block(np.zeros((due - self.frames, 2), np.int16), gap=True)
-        base: int | None = None
-        pending: dict[int, list[np.ndarray | None]] = {}
-        try:
-            while True:   # until the tap is closed (source gone, or the recording closes) and drained
-                try:
-                    first = await tap.get()
-                except TapClosed:
-                    break
-                batch = [first]
-                while (frame := tap.get_nowait()) is not None:
-                    batch.append(frame)
-                if base is None:
-                    base = first.index - self.frames   # this source's index 'index' is timeline frame index-base
-                rows: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
-                for frame in batch:
-                    slot = pending.setdefault(frame.index, [None, None])
-                    slot[0 if frame.stream == "rx" else 1] = frame.pcm
-                    if slot[0] is not None and slot[1] is not None:
-                        rows.append((frame.index, *pending.pop(frame.index)))
-                # a direction that never comes for an index older than the newest complete one: silence
-                newest = max((r[0] for r in rows), default=None)
-                if newest is not None:
-                    for index in [i for i in pending if i < newest]:
-                        rows.append((index, *pending.pop(index)))
-                if rows:
-                    await self._write_rows(sorted(rows, key=lambda r: r[0]), base)
-        except asyncio.CancelledError:
-            raise
-        finally:
-            for index, (rx, tx) in sorted(pending.items()):
-                if base is not None:
-                    await self._write_rows([(index, rx, tx)], base)
-
-    async def _write_rows(self, rows: list[tuple[int, Any, Any]], base: int) -> None:
-        start = rows[0][0] - base
-        if start < self.frames:   # a late frame for a stretch already written: drop it
-            rows = [r for r in rows if r[0] - base >= self.frames]
-            if not rows:
-                return
-            start = rows[0][0] - base
-        if start > self.frames:
-            await self._write_block(np.zeros((start - self.frames, 2), np.int16), gap=True)
-        end = rows[-1][0] - base + 1
-        block = np.zeros((end - self.frames, FRAME, 2), np.int16)
-        for index, rx, tx in rows:
-            at = index - base - self.frames
-            if rx is not None:
-                block[at, :, 0] = rx
-            if tx is not None:
-                block[at, :, 1] = tx
-        await self._write_block(block.reshape(-1, 2))
-
-    async def _write_block(self, block: np.ndarray, gap: bool = False) -> None:
-        n = len(block) // FRAME
-        if gap:
-            self.gap_frames += n
-        if self.paused:
-            block = np.zeros_like(block)
-        self.frames += n
-        if self.error is None:
-            await self.loop.run_in_executor(self.executor, self._consume, block, self.paused)
-
-    def _consume(self, block: np.ndarray, paused: bool) -> None:
-        """Worker thread: write, then the statistics (they see exactly what the file holds). Blocks of one
-        recording never overlap (its reader awaits each), so the statistics need no lock."""
-        if paused != self._stats_paused:
-            self._stats_paused = paused
-            (self.stats.pause if paused else self.stats.resume)()
-        try:
-            self.writers[0].write(block)
-            for i, w in enumerate(self.writers[1:]):
-                w.write(np.ascontiguousarray(block[:, i]))
-        except (RecordingError, OSError) as exc:
-            self.error = str(exc)
-            log.error("recording %s stopped: %s", self.path, exc)
-            return
-        frames = block.reshape(-1, FRAME, 2)
-        for f in frames:
-            self.stats.feed(f[:, 0], f[:, 1])
+        source.record(self.recorder.timeline.intake, 2 * self.slot, 2 * self.slot + 1)
 
     # ------------------------------------------------------------------ pause / resume
+    def _at(self, t: float) -> int:
+        return max(self.start, self.recorder.timeline.frame_position(t))
+
+    def _now(self) -> int:
+        return self._at(time.monotonic())
+
     def pause(self) -> bool:
         if self.paused or self.closed:
             return False
         self.paused = True
-        at = round(self.frames * FRAME_S, 3)
-        self.pause_marks.append([at, at])
+        self._pauses.append([self._now(), None])
         return True
 
     def resume(self) -> bool:
         if not self.paused or self.closed:
             return False
         self.paused = False
-        self.pause_marks[-1][1] = round(self.frames * FRAME_S, 3)
+        self._pauses[-1][1] = max(self._now(), int(self._pauses[-1][0] or 0))
         return True
 
     # ------------------------------------------------------------------ the end
-    async def close(self) -> dict[str, Any]:
-        """Finish: drain the source, finalise the files, write the statistics; the CDR's ``recording``."""
+    async def close(self, ended: float | None = None) -> dict[str, Any]:
+        """Finish: the last packets, finalise the files, write the statistics; the CDR's ``recording``."""
         if self.closed:
             return self.summary()
         self.closed = True
-        if self._tap is not None:
-            self._tap.close()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a stuck reader must not keep the file open
-                self._task.cancel()
+        if self._source is not None:
+            self._source.unrecord()
+        self.end = self._now() if ended is None else max(self.start, min(self._now(), self._at(ended)))
         if self.paused:
-            self.pause_marks[-1][1] = round(self.frames * FRAME_S, 3)
-        result = await self.loop.run_in_executor(self.executor, self._finish)
-        return result
+            self._pauses[-1][1] = self.end
+        return await self.recorder.loop.run_in_executor(self.recorder.executor, self.recorder._finish, self)
+
+    # ------------------------------------------------------------------ worker side
+    def _paused_spans(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        spans = []
+        for p0, p1 in list(self._pauses):
+            a, b = max(lo, int(p0 or 0)), min(hi, hi if p1 is None else int(p1))
+            if a < b:
+                spans.append((a, b))
+        return spans
+
+    def _consume(self, block: np.ndarray, lo: int, hi: int, energies: np.ndarray | None) -> None:
+        """Worker: write [lo, hi) (block: (hi - lo, 2) int16, pauses already zeroed; ``energies`` (2, frames)
+        each frame's sum of squares, if already computed) and feed the statistics."""
+        if self.error is None:
+            try:
+                self.writers[0].write(block)
+                for track, w in enumerate(self.writers[1:]):
+                    w.write(block[:, track])
+            except (RecordingError, OSError) as exc:
+                self.error = str(exc)
+                log.error("recording %s stopped: %s", self.path, exc)
+        if self.error is None:
+            frames = block.T.reshape(2, -1, FRAME)
+            if energies is None:
+                energies = frame_energies(frames)
+            spans = self._paused_spans(lo, hi)
+            edges = sorted({lo, hi, *(x for span in spans for x in span)})
+            for a, b in zip(edges, edges[1:]):
+                inside = any(p0 <= a < p1 for p0, p1 in spans)
+                if inside != self.stats.paused:
+                    (self.stats.pause if inside else self.stats.resume)()
+                i, j = (a - lo) // FRAME, (b - lo) // FRAME
+                self.stats.feed_block(frames[0, i:j], frames[1, i:j], energies[:, i:j])
+        self.written = hi
 
     def _finish(self) -> dict[str, Any]:
         for w in self.writers:
@@ -238,12 +201,14 @@ class CallRecording:
         return summary
 
     def summary(self) -> dict[str, Any]:
-        stats = self.stats.result()
+        if self.stats.paused and not self.paused:
+            self.stats.resume()
         out: dict[str, Any] = {
             "path": str(self.path), "stats_path": str(self.path.with_suffix(".json")),
-            "format": self.writers[0].fmt, "duration_s": round(self.frames * FRAME_S, 3),
+            "format": self.writers[0].fmt, "duration_s": self.duration_s,
             "paused": [list(p) for p in self.pause_marks], "gap_frames": self.gap_frames,
-            "stats": stats,
+            "packets": self.recorder.timeline.counters(self.slot),
+            "stats": self.stats.result(),
         }
         if len(self.writers) > 1:
             out["tracks"] = [str(w.path) for w in self.writers[1:]]
@@ -253,16 +218,31 @@ class CallRecording:
 
 
 class Recorder:
-    """Every recording of one switch: where files go, the worker thread, crash repair, retention."""
+    """Every recording of one switch: the files, the timeline and its worker thread, crash repair, retention.
 
-    def __init__(self, config: "Config", loop: asyncio.AbstractEventLoop) -> None:
+    One worker thread does all of the recording work, in order (``_step``, ``_finish``; a new recording joins at the next ``_ingest``), so the
+    timeline and the writers need no lock; the event loop only allocates slots, records pause marks and wakes
+    the worker every ``batch_s``."""
+
+    def __init__(self, config: "Config", loop: asyncio.AbstractEventLoop, *, batch_s: float = 0.25,
+                 delay_s: float = 0.25) -> None:
         self.settings = config.recording
         self.dir = config.resolve_path(self.settings.dir)
         self.loop = loop
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recorder")
-        self.active: dict[str, CallRecording] = {}
+        self.batch_s = batch_s
+        self.timeline = Timeline(time.monotonic(), delay_s=delay_s)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self.active: dict[str, CallRecording] = {}   # event loop: call id -> recording
+        self._live: list[CallRecording] = []          # worker: recordings being written
+        self._opening: list[CallRecording] = []       # event loop appends, worker takes (list ops are atomic)
+        self._free: list[int] = []                    # event loop: timeline slots to reuse
+        self._slots = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self._stepping = False
         self.failed = 0
         self.last_error = ""
+        self.steps = self.skipped_steps = 0
+        self.step_s_max = 0.0
 
     def start(self, call_id: str, variables: dict[str, str], meta: dict[str, Any]) -> CallRecording | None:
         """Open the files of a new recording (None, logged, if that fails: the call goes on unrecorded)."""
@@ -283,16 +263,106 @@ class Recorder:
             self.last_error = str(exc)
             log.error("call %s: cannot record to %s: %s", call_id, path, exc)
             return None
-        rec = CallRecording(path, writers, TalkStats(), meta, self.executor, self.loop)
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot, self._slots = self._slots, self._slots + 1
+        begin = self.timeline.frame_position(time.monotonic())
+        rec = CallRecording(path, writers, TalkStats(), meta, self, slot, begin, written=begin)
+        self._opening.append(rec)   # before any of its packets can be in the intake (see _ingest)
         self.active[call_id] = rec
+        if self._ticker is None:
+            self._ticker = self.loop.create_task(self._tick())
         log.info("call %s: recording to %s", call_id, path)
         return rec
 
-    async def finish(self, call_id: str) -> dict[str, Any] | None:
+    async def finish(self, call_id: str, ended: float | None = None) -> dict[str, Any] | None:
+        """Close a call's recording; ``ended``: when the call ended (monotonic), if before now."""
         rec = self.active.pop(call_id, None)
         if rec is None:
             return None
-        return await rec.close()
+        try:
+            return await rec.close(ended)
+        finally:
+            self._free.append(rec.slot)
+
+    def stats(self) -> dict[str, Any]:
+        """Live counters: recordings, worker steps (skipped = the worker was still busy), the longest step,
+        packets waiting, packets that came too late for their stretch (all recordings so far)."""
+        tl = self.timeline
+        return {"active": len(self.active), "steps": self.steps, "skipped": self.skipped_steps,
+                "step_ms_max": round(self.step_s_max * 1000, 1), "intake": len(tl.intake),
+                "late": tl.late_total, "failed": self.failed}
+
+    # ------------------------------------------------------------------ the worker
+    async def _tick(self) -> None:
+        """Wake the worker every ``batch_s`` (skipped while it is still busy: it then takes a bigger batch)."""
+        while True:
+            await asyncio.sleep(self.batch_s)
+            if self._stepping:
+                self.skipped_steps += 1
+                continue
+            self._stepping = True
+            future = self.loop.run_in_executor(self.executor, self._step, time.monotonic())
+            future.add_done_callback(self._stepped)
+
+    def _stepped(self, future: asyncio.Future[None]) -> None:
+        self._stepping = False
+        if not future.cancelled() and future.exception() is not None:
+            log.error("recorder step failed", exc_info=future.exception())
+
+    def _ingest(self) -> None:
+        tl = self.timeline
+        items = tl.drain()
+        # recordings started before that drain: any packet of theirs in it was appended after they were queued
+        while self._opening:
+            rec = self._opening.pop(0)
+            tl.open_slot(rec.slot, rec.start)
+            self._live.append(rec)
+        tl.ingest(items)
+        for rec in self._live:   # a start moved back by its first packets (Timeline._place), before any write
+            if rec.written == rec.start and tl.start[rec.slot] < rec.start:
+                rec.start = rec.written = int(tl.start[rec.slot])
+
+    def _step(self, now: float) -> None:
+        """Worker: every recorded call's audio up to the horizon, written and analysed."""
+        began = time.perf_counter()
+        self._ingest()
+        horizon = self.timeline.horizon(now)
+        groups: dict[tuple[int, int], list[CallRecording]] = {}
+        for rec in self._live:
+            hi = horizon if rec.end is None else min(horizon, rec.end)
+            if hi > rec.written:
+                groups.setdefault((rec.written, hi), []).append(rec)
+        for (lo, hi), recs in groups.items():
+            self._write(recs, lo, hi)
+        self.steps += 1
+        self.step_s_max = max(self.step_s_max, time.perf_counter() - began)
+
+    def _write(self, recs: list[CallRecording], lo: int, hi: int) -> None:
+        """[lo, hi) of recordings that all stand at ``lo``: one take from the timeline, one energy pass."""
+        ring = self.timeline.ring
+        while lo < hi:
+            top = min(hi, lo + ring)
+            block = self.timeline.take([r.slot for r in recs], lo, top)
+            for i, rec in enumerate(recs):
+                for a, b in rec._paused_spans(lo, top):
+                    block[i, a - lo:b - lo] = 0
+            x = block.reshape(len(recs), -1, FRAME, 2).astype(np.int32)
+            energies = np.einsum("nfsc,nfsc->ncf", x, x, dtype=np.int64).astype(np.float64)   # (n, 2, frames)
+            for i, rec in enumerate(recs):
+                rec._consume(block[i], lo, top, energies[i])
+            lo = top
+
+    def _finish(self, rec: CallRecording) -> dict[str, Any]:
+        """Worker: the call is over: its last packets, the rest of its audio, the files closed."""
+        self._ingest()
+        if rec in self._live:
+            if rec.end is not None and rec.end > rec.written:
+                self._write([rec], rec.written, rec.end)
+            self._live.remove(rec)
+        self.timeline.close_slot(rec.slot)
+        return rec._finish()
 
     async def repair_orphans(self) -> list[dict[str, Any]]:
         """After a crash: every ``.part`` left under the recordings directory becomes a valid WAV; returns
@@ -346,4 +416,6 @@ class Recorder:
     async def close(self) -> None:
         for call_id in list(self.active):
             await self.finish(call_id)
+        if self._ticker is not None:
+            self._ticker.cancel()
         self.executor.shutdown(wait=True)
