@@ -540,6 +540,15 @@ def analyse(result: dict) -> str:
                          f"switch's own threads ({s.get('other_threads_core_pct')} % of the core: the recorder's "
                          f"workers, "
                          f"pinned with it) and contending with it for the GIL.")
+    saturated = [s for s in steps if not s.get("window_s") and s.get("recordings")]
+    if saturated:
+        s = min(saturated, key=lambda s: s["calls"])
+        lines.append(f"At {s['calls']} calls the switch's core was saturated (its SIGUSR1 `stats:` line did not come "
+                     f"within 5 s): the event loop read its sockets more than a second late, the recorder took those "
+                     f"packets for timestamp jumps (re-anchoring them one by one, in Python) and fell further "
+                     f"behind, and the files lost seconds of audio (`gap_frames`, long zero runs; the calls "
+                     f"themselves went on). Known issue: overload shedding (`calls.overload_lateness`, 503) watches "
+                     f"the media clock, which bridged calls do not use, so nothing refuses new calls there.")
     passing = [s for s in steps if s.get("passed") and s.get("cpu_ms_per_call_s")]
     if passing:
         s = max(passing, key=lambda s: s["calls"])
