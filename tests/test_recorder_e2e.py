@@ -262,7 +262,7 @@ def test_flow_records_pauses_around_a_secret_and_keeps_the_file_across_the_bridg
     tone = (np.sin(2 * np.pi * 1000 * np.arange(8000 * 8) / 8000) * 6000).astype(np.int16)
     agent_wav = write_wav(tmp_path / "agent.wav", tone)
     caller_wav = write_wav(tmp_path / "caller.wav", np.zeros(8000 * 30, np.int16))
-    config = recorded_config(sip_port, ports).replace(
+    config = recorded_config(sip_port, ports, "beep = true\n").replace(
         "[calls]", f'[ivr]\nflows_dir = "{flows}"\n\n[calls]', 1)
     config += '\n[[routes]]\nname = "secret"\nexact = "300"\nto = "flow:secret"\n'
     ev = Evidence()
@@ -282,6 +282,11 @@ def test_flow_records_pauses_around_a_secret_and_keeps_the_file_across_the_bridg
         stereo = read_wav(Path(rec["path"]))[1]
         heard = stereo[:, 1]                        # right: what the caller heard (prompts, then the agent)
         from test_acd_e2e import best_window_correlation
+        # [recording] beep: the switch's 250 ms 1 kHz beep opens the recording, before the greeting
+        opening = heard[:int(0.3 * 8000)].astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(opening))
+        assert abs(np.fft.rfftfreq(len(opening), 1 / 8000)[int(np.argmax(spectrum))] - 1000) < 20, "no beep"
+        assert np.sqrt(np.mean(opening ** 2)) > 1000, "no beep"
         assert best_window_correlation(heard, hello) > 0.6, "the recorded greeting is missing"
         assert best_window_correlation(heard, secret) < 0.3, "the paused prompt was recorded"
         after = heard[int(end * 8000) + 8000:]

@@ -130,6 +130,9 @@ class Call:
         self._answered()
         if self.record_policy() == "answer":
             self.start_recording(self.session)
+            await self.recording_beep()
+            if self.state is CallState.ENDED or self.session is None:
+                return
         if self.sw.config.media.level_meter:
             self.meter = LevelMeter(self.session.tap(wake_batch=50))  # 2 frames a tick: every 0.5 s
             self.meter_task = asyncio.ensure_future(self.meter.run())
@@ -300,6 +303,7 @@ class Call:
         policy = self.sw.acd.settings[queue].record if queue in self.sw.acd.settings else "off"
         if policy == "answer" and self.recording is None and self.session is not None:
             self.start_recording(self.session)
+            await self.recording_beep()
         self.record_at_bridge = self.record_at_bridge or policy == "bridge"
         music = asyncio.ensure_future(self._hold(wait))
         try:
@@ -401,6 +405,13 @@ class Call:
             self.recording_error = self.sw.recorder.last_error
             return
         self.recording.attach(source)
+
+    async def recording_beep(self) -> None:
+        """``[recording] beep``: a short tone to the caller once a recording has started on media the switch plays
+        (a flow, a queue's hold). A recording that starts at the bridge gets none: the relay forwards the two
+        parties' audio untouched (a flow can announce it before its transfer)."""
+        if self.sw.config.recording.beep and self.recording is not None and self.session is not None:
+            await self.session.play(self.sw.media.tone("beep"))
 
     def set_recording_paused(self, paused: bool) -> bool:
         """Pause (the stretch is kept as silence and marked) or resume; False if nothing changed."""

@@ -214,6 +214,7 @@ class CallChannel:
         if action == "start":
             if self.call.recording is None and self.call.session is not None:
                 self.call.start_recording(self.call.session)
+                await self.call.recording_beep()
         else:
             self.call.set_recording_paused(action == "pause")
 
