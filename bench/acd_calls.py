@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, REPO, SCENARIOS, SIPP,  # noqa: E402
-                     SIPP_BUFF, SIPP_CPU, Processes, Proc, add_output_options, climb_steps, commands_block,
+                     SIPP_BUFF, SIPP_CPU, Processes, Proc, add_output_options, climb_steps, halfway_back, commands_block,
                      log_problems, machine_info, make_workdir, md_table, pinned_command, prefer_checkout, read_cdrs,
                      run_and_report, say, sipp_stats, start_switch, switch_config, update_doc_section,
                      keep_off_switch_core)
@@ -539,11 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  ratio {step.get('cpu_ratio')}  {step.get('reason') or ''}")
                 return step
 
-            def halfway(last_pass: int, n: int) -> int | None:
-                mid = (last_pass + n) // 2
-                return mid if not args.no_refine and last_pass < mid < n else None
-
-            climb_steps(rates, one, halfway)
+            climb_steps(rates, one, halfway_back(not args.no_refine))
 
     return run_and_report("acd_calls", args, rates, work, result, measure, summarize, output, report)
 

@@ -552,6 +552,15 @@ def step_switch(procs: Processes, switch: Proc) -> Iterator[Proc]:
         procs.stop(switch)
 
 
+def halfway_back(refine: bool, min_gap: int = 1) -> Callable[[int, int], int | None]:
+    """``climb_steps``'s extra step: halfway between the last pass and the first fail (to N/2 when the first step
+    already failed), if ``refine`` and it lands at least ``min_gap`` below the fail."""
+    def halfway(last_pass: int, n: int) -> int | None:
+        mid = (last_pass + n) // 2
+        return mid if refine and last_pass < mid and n - mid >= min_gap else None
+    return halfway
+
+
 def climb_steps(steps: Sequence[int], step: Callable[[int], dict],
                 halfway: Callable[[int, int], int | None]) -> None:
     """Steps up until one fails, then one more step ``halfway(last pass, failed N)`` back (None: no extra step),

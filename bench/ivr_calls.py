@@ -60,7 +60,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, REPO, SCENARIOS, SIPP,  # noqa: E402
                      SIPP_BUFF, SIPP_CPU, DropTracker, Proc, Processes, add_output_options, add_step_options,
-                     best_step, calls_in_window, climb_steps, commands_block, core_cell, first_lines, headline,
+                     best_step, calls_in_window, climb_steps, halfway_back, commands_block, core_cell, first_lines, headline,
                      hold_window, keep_off_switch_core, limit_line, log_problems, log_problems_line, machine_info,
                      make_workdir, md_table, parse_steps, pinned_command, render_saved, run_and_report, run_fields,
                      run_paragraph, say, softnet_dropped, start_switch, status_cell, step_switch,
@@ -1023,15 +1023,11 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
                 f"{'  [busy: ' + str(len(neighbours)) + ' ASR eval/test processes]' if neighbours else ''}")
             return res
 
-        def halfway(last_pass: int, n: int) -> int | None:
-            mid = (last_pass + n) // 2
-            return mid if not args.no_refine and last_pass < mid < n else None
-
         if args.all_steps:
             for n in steps:
                 step(n)
         else:
-            climb_steps(steps, step, halfway)
+            climb_steps(steps, step, halfway_back(not args.no_refine))
         summarize(result)
         if not args.no_peer:
             n = peer_calls(result) or steps[0]

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The same cores, ports and caller as bench/relay_calls.py (its set-up is the peer; the two never run together).
 from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, G711A_PCAP as PCAP,  # noqa: E402
                      DOC, REPO, SIPP_CPU, SWITCH_CPU, DropTracker, Proc, Processes, add_output_options,
-                     add_step_options, best_step, calls_in_window, climb_steps, commands_block, core_cell, first_lines,
+                     add_step_options, best_step, calls_in_window, climb_steps, halfway_back, commands_block, core_cell, first_lines,
                      headline, hold_window, keep_off_switch_core, limit_line, log_problems, log_problems_line,
                      machine_info, make_workdir, md_table, parse_steps, pinned_command, render_saved, run_and_report,
                      run_fields, run_paragraph, say, setup_cell, softnet_dropped, start_switch, status_cell,
@@ -590,11 +590,7 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
                 f"  {'' if res['passed'] else res['reason']}")
             return res
 
-        def halfway(last_pass: int, n: int) -> int | None:
-            mid = (last_pass + n) // 2  # halfway back (to N/2 when the first step already failed)
-            return mid if not args.no_refine and last_pass < mid < n else None
-
-        climb_steps(steps, step, halfway)
+        climb_steps(steps, step, halfway_back(not args.no_refine))
         summarize(result)
         if not args.no_peer:
             n = result["max_calls"] or steps[0]

@@ -65,7 +65,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (CALL_PORTS as PORT, CALL_RTP_RANGE as RTP_RANGE, G711A_PCAP as PCAP,  # noqa: E402
                      SIPP_CPU, DropTracker, Proc, Processes, add_output_options, add_step_options, calls_in_window,
-                     check_stats_log_level, climb_steps, commands_block, first_lines, force_rcvbuf, hold_window,
+                     check_stats_log_level, climb_steps, commands_block, first_lines, force_rcvbuf, halfway_back, hold_window,
                      keep_off_switch_core, log_problems, machine_info, make_workdir, md_table, parse_steps,
                      pinned_command, prefer_checkout, render_saved, run_and_report, run_paragraph, run_fields, say,
                      setup_cell, softnet_dropped, start_switch, status_cell, step_switch, step_timing,
@@ -662,11 +662,7 @@ def measure(args: argparse.Namespace, steps: list[int], work: Path, result: dict
                 f"  {'' if res['passed'] else res['reason']}")
             return res
 
-        def halfway(last_pass: int, n: int) -> int | None:
-            mid = (last_pass + n) // 2
-            return mid if not args.no_refine and last_pass < mid < n and n - mid >= 10 else None
-
-        climb_steps(steps, step, halfway)
+        climb_steps(steps, step, halfway_back(not args.no_refine, 10))
         summarize_steps(result)
         fails = [s["calls"] for s in result["steps"] if not s.get("passed")]
         if fails and args.probe:
