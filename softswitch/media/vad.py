@@ -77,7 +77,8 @@ class SpeechDetector:
             raise ValueError(f"expected {self.frame_samples} int16 samples (20 ms at {self.sample_rate} Hz), "
                              f"got {getattr(pcm, 'dtype', type(pcm).__name__)} x {getattr(pcm, 'size', '?')}")
         x = pcm.astype(np.float64)
-        return self._step(self._voiced(pcm.astype("<i2", copy=False).tobytes(), float(x @ x)))
+        events, _ = self.feed_many(pcm.reshape(1, -1), np.array([float(x @ x)]))
+        return events[0][1] if events else None
 
     def feed_many(self, frames: np.ndarray, energies: np.ndarray) -> tuple[list[tuple[int, str, int]], int]:
         """``k`` frames at once (shape (k, frame_samples) int16, each frame's sum of squares in ``energies``):
@@ -127,26 +128,6 @@ class SpeechDetector:
         self.speaking, self._run = speaking, run
         self.voiced_frames += voiced_count
         return events, last
-
-    def _voiced(self, frame: bytes | memoryview, energy: float) -> bool:
-        if self.skip_quiet:
-            return energy >= self._min_energy and self._process(self._handle, self.sample_rate, frame,
-                                                                self.frame_samples)
-        voiced = self._process(self._handle, self.sample_rate, frame, self.frame_samples)  # always: it adapts
-        return bool(voiced) and energy >= self._min_energy
-
-    def _step(self, voiced: bool) -> str | None:
-        self.total_frames += 1
-        self.voiced_frames += int(voiced)
-        if voiced != self.speaking:  # this frame argues for the other state
-            self._run += 1
-            if self._run >= (self.hangover_frames if self.speaking else self.start_frames):
-                self.speaking = not self.speaking
-                self._run = 0
-                return SPEECH_START if self.speaking else SPEECH_END
-        else:
-            self._run = 0
-        return None
 
 
 def talk_time(frame_flags: Sequence[bool], frame_ms: int = FRAME_MS) -> float:

@@ -157,9 +157,9 @@ class CallRecording:
                 spans.append((a, b))
         return spans
 
-    def _consume(self, block: np.ndarray, lo: int, hi: int, energies: np.ndarray | None) -> None:
+    def _consume(self, block: np.ndarray, lo: int, hi: int, energies: np.ndarray) -> None:
         """Worker: write [lo, hi) (block: (hi - lo, 2) int16, pauses already zeroed; ``energies`` (2, frames)
-        each frame's sum of squares, if already computed) and feed the statistics."""
+        each frame's sum of squares) and feed the statistics."""
         if self.error is None:
             try:
                 self.writers[0].write(block)
@@ -170,8 +170,6 @@ class CallRecording:
                 log.error("recording %s stopped: %s", self.path, exc)
         if self.error is None:
             frames = block.T.reshape(2, -1, FRAME)
-            if energies is None:
-                energies = frame_energies(frames)
             spans = self._paused_spans(lo, hi)
             edges = sorted({lo, hi, *(x for span in spans for x in span)})
             for a, b in zip(edges, edges[1:]):
@@ -348,8 +346,7 @@ class Recorder:
             for i, rec in enumerate(recs):
                 for a, b in rec._paused_spans(lo, top):
                     block[i, a - lo:b - lo] = 0
-            x = block.reshape(len(recs), -1, FRAME, 2).astype(np.int32)
-            energies = np.einsum("nfsc,nfsc->ncf", x, x, dtype=np.int64).astype(np.float64)   # (n, 2, frames)
+            energies = frame_energies(block.reshape(len(recs), -1, FRAME, 2).transpose(0, 3, 1, 2))  # (n, 2, frames)
             for i, rec in enumerate(recs):
                 rec._consume(block[i], lo, top, energies[i])
             lo = top

@@ -78,20 +78,8 @@ class _Track:
         self.open_start: int | None = None  # start frame of the segment in progress
         self.last_voiced = -1  # index of the last frame the detector judged voiced
 
-    def feed(self, index: int, pcm: np.ndarray) -> None:
-        d = self.detector
-        before = d.voiced_frames
-        event = d.feed(pcm)
-        if d.voiced_frames != before:
-            self.last_voiced = index
-        if event == SPEECH_START:
-            self.open_start = index - d.start_frames + 1  # the first of the voiced frames that started it
-        elif event == SPEECH_END and self.open_start is not None:
-            self.segments.append((self.open_start, self.last_voiced + 1))
-            self.open_start = None
-
     def feed_many(self, index: int, frames: np.ndarray, energies: np.ndarray) -> None:
-        """Frames ``index``, ``index + 1``... at once (the same as ``feed`` one by one)."""
+        """Frames ``index``, ``index + 1``... of this party (shape (k, frame_samples) int16)."""
         events, last = self.detector.feed_many(frames, energies)
         for at, event, voiced in events:
             if voiced >= 0:
@@ -147,10 +135,7 @@ class TalkStats:
 
     def feed(self, caller: np.ndarray, agent: np.ndarray) -> None:
         """One 20 ms int16 frame of each party, for the same 20 ms of the call."""
-        if not self.paused:
-            self._tracks[0].feed(self.frames, caller)
-            self._tracks[1].feed(self.frames, agent)
-        self.frames += 1
+        self.feed_block(np.reshape(caller, (1, -1)), np.reshape(agent, (1, -1)))
 
     def feed_block(self, caller: np.ndarray, agent: np.ndarray, energies: np.ndarray | None = None) -> None:
         """``k`` frames of each party at once, shape (k, frame_samples) int16 (what the recorder does: one call
